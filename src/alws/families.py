@@ -1,0 +1,70 @@
+"""Exponential-family terms of a torch likelihood, for the ALWS fast path.
+
+A likelihood ``p(x|z) = h(x) exp(eta(z) . S(x) - Phi(z))`` splits into natural parameters
+``eta(z)``, a log-normaliser ``Phi(z)`` and sufficient statistics ``S(x)``. torch's
+``ExponentialFamily`` classes provide ``eta`` (``_natural_params``) and ``Phi``
+(``_log_normalizer``); this module supplies ``S(x)`` for each of them, and flattens all three to
+one row per sample so that the learner can regress them.
+
+Shapes: a distribution over ``x`` of shape ``[n, *rest]`` gives ``eta: [n, S]``, ``Phi: [n]`` and
+``S(x): [n, S]``, where ``S`` counts natural-parameter entries per sample.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import distributions as D
+
+from .errors import ModelProtocolError
+
+__all__ = ["SUFFICIENT_STATISTICS", "natural_terms", "sufficient_statistics", "is_supported"]
+
+# S(x) per family, in the order of torch's ``_natural_params``.
+SUFFICIENT_STATISTICS: dict[type, Callable[[torch.Tensor], tuple]] = {
+    D.Normal: lambda x: (x, x * x),
+    D.Bernoulli: lambda x: (x,),
+    D.ContinuousBernoulli: lambda x: (x,),
+    D.Poisson: lambda x: (x,),
+    D.Exponential: lambda x: (x,),
+    D.Gamma: lambda x: (torch.log(x), x),
+    D.Beta: lambda x: (torch.log(x), torch.log1p(-x)),
+    D.Dirichlet: lambda x: (torch.log(x),),
+}
+
+
+def _unwrap(dist: D.Distribution) -> D.Distribution:
+    while isinstance(dist, D.Independent):
+        dist = dist.base_dist
+    return dist
+
+
+def is_supported(dist: D.Distribution) -> bool:
+    """True when ``dist`` (possibly wrapped in ``Independent``) is a family listed above."""
+    return type(_unwrap(dist)) in SUFFICIENT_STATISTICS
+
+
+def _check(dist: D.Distribution) -> D.Distribution:
+    base = _unwrap(dist)
+    if type(base) not in SUFFICIENT_STATISTICS:
+        names = ", ".join(sorted(cls.__name__ for cls in SUFFICIENT_STATISTICS))
+        raise ModelProtocolError(
+            f"likelihood(z) returned {type(base).__name__}, which has no registered sufficient statistics; "
+            f"supported: {names}. Define natural_params/log_normalizer/sufficient_stats on the model instead."
+        )
+    return base
+
+
+def natural_terms(dist: D.Distribution, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(eta [n, S], Phi [n])`` of a likelihood distribution over ``n`` samples."""
+    base = _check(dist)
+    eta = torch.cat([p.expand(base.batch_shape + base.event_shape).reshape(n, -1) for p in base._natural_params], 1)
+    phi = base._log_normalizer(*base._natural_params)
+    return eta, phi.expand(base.batch_shape).reshape(n, -1).sum(1)
+
+
+def sufficient_statistics(dist: D.Distribution, x: torch.Tensor) -> torch.Tensor:
+    """``S(x) [n, S]`` in the layout of :func:`natural_terms` (``dist`` only selects the family)."""
+    base = _check(dist)
+    n = x.shape[0]
+    return torch.cat([s.reshape(n, -1) for s in SUFFICIENT_STATISTICS[type(base)](x)], 1)

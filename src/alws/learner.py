@@ -1,0 +1,414 @@
+"""Amortised learning by wake-sleep (Wenliang, Moskovitz, Kanagawa & Sahani, ICML 2020).
+
+One step at parameters theta reads top to bottom:
+
+1. **sleep**: draw ``(z_n, x_n) ~ p_theta``, ``n = 1..N``, without gradients;
+2. **weights**: kernel ridge regression from sleep ``x`` to sleep targets is linear in the
+   targets, so its prediction at the wake minibatch is ``sum_n W_n . T_n(theta)`` with weights
+   ``W = A R [N, q]`` computed once, under ``torch.no_grad``, by a float64 solve;
+3. **weighted loss**: ``L(theta) = -sum_n W_n . T_n(theta)``, one forward and one backward over the
+   sleep samples, exactly as cheap as maximum likelihood on ``N`` fully observed samples;
+4. **step** with the optimiser.
+
+Targets ``T`` are ``log p_theta(z_n, x_n)`` (``q = 1``, ``R = 1/B``), or on the exponential-family
+fast path ``[log p(z_n) - Phi(z_n), eta(z_n)]`` with ``R = [1, S(x*_b)] / B``: functions of ``z``
+only, so the likelihood's noise drops out of the regression and the variance falls.
+
+Cost per step: ``N`` samples, one ``log_joint`` (or likelihood) forward and backward over ``N``
+samples, plus the regression (``O(N^3)`` exact, ``O(N M^2)`` with ``M`` random/Nystrom features).
+Hyper-parameters (bandwidth, ridge) are chosen by leave-one-out error on at most ``select_max``
+sleep samples every ``select_every`` steps.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Callable, Iterable
+
+import torch
+from torch import nn
+
+from .kernels import make_kernel, median_heuristic
+from .model import check_model, exponential_family
+from .regression import BACKENDS, choose_backend, make_regressor, select_hyperparameters, Selection
+from .training import History, Trainer, guarded_step, make_optimizer
+from .validation import check_choice, check_data, check_int, check_positive, tree_map
+
+__all__ = ["ALWS", "gradient", "fit", "DEFAULT_BANDWIDTH_GRID", "DEFAULT_RIDGE_GRID"]
+
+#: Multipliers of the median-heuristic bandwidth tried by leave-one-out selection.
+DEFAULT_BANDWIDTH_GRID = (0.25, 0.5, 1.0, 2.0)
+#: Ridge values lambda (the system is ``K + N lambda I``) tried by leave-one-out selection.
+DEFAULT_RIDGE_GRID = (1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
+
+
+def _trainable(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    return [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+
+
+class ALWS:
+    """The ALWS gradient estimator for one model; :func:`fit` and :func:`gradient` drive it.
+
+    Args:
+        model: a model following :mod:`alws.model`'s protocol.
+        n_sleep: sleep samples ``N`` per step (>= 2).
+        regression: ``"exact"``, ``"rff"``, ``"nystrom"`` or ``"auto"`` (exact up to 4096 samples
+            if memory allows, else random features).
+        kernel: ``"gaussian"``, ``"matern"`` or a :class:`alws.kernels.Kernel`.
+        features: optional map ``x [n, *x_shape] -> [n, D]`` applied before the kernel (default:
+            flatten). It must not be trained on the data.
+        bandwidth, ridge: fixed values; ``None`` selects them by leave-one-out error.
+        bandwidth_grid: multipliers of the median pairwise distance of the pooled sleep and wake
+            features (pooling keeps the data inside the kernel's reach early in training).
+        ridge_grid: candidate ridge values ``lambda > 0``.
+        select_every: re-select hyper-parameters every so many steps (0: only at the first).
+        select_max: leave-one-out selection uses at most this many sleep samples.
+        n_features: random Fourier features ``M`` (``rff``) or inducing points (``nystrom``).
+        exponential_family: ``"auto"`` uses the fast path when the model has the hooks;
+            ``False`` always regresses ``log_joint``; ``True`` requires the hooks.
+        center: regress ``Y - mean(Y)`` and add the mean back (weights sum to one).
+        chunk_size: rows per chunk when accumulating random-feature sums.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        n_sleep: int = 1000,
+        regression: str = "auto",
+        kernel: Any = "gaussian",
+        features: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        bandwidth: float | None = None,
+        ridge: float | None = None,
+        bandwidth_grid: Iterable[float] = DEFAULT_BANDWIDTH_GRID,
+        ridge_grid: Iterable[float] = DEFAULT_RIDGE_GRID,
+        select_every: int = 50,
+        select_max: int = 1000,
+        n_features: int = 1000,
+        exponential_family: bool | str = "auto",
+        center: bool = True,
+        chunk_size: int = 4096,
+    ):
+        check_int("n_sleep", n_sleep, 2)
+        check_choice("regression", regression, ["auto", *BACKENDS])
+        check_positive("bandwidth", bandwidth, allow_none=True)
+        check_positive("ridge", ridge, allow_none=True)
+        self.bandwidth_grid, self.ridge_grid = tuple(bandwidth_grid), tuple(ridge_grid)
+        if not self.bandwidth_grid or not self.ridge_grid:
+            raise ValueError("bandwidth_grid and ridge_grid must be non-empty")
+        for value in self.bandwidth_grid:
+            check_positive("every bandwidth_grid entry", value)
+        for value in self.ridge_grid:
+            check_positive("every ridge (lambda) in ridge_grid", value)
+        check_int("select_every", select_every, 0)
+        check_int("select_max", select_max, 2)
+        check_int("n_features", n_features, 2)
+        check_int("chunk_size", chunk_size, 1)
+        if exponential_family not in ("auto", True, False):
+            raise ValueError(f"exponential_family must be 'auto', True or False, got {exponential_family!r}")
+        self.model, self.n_sleep = model, n_sleep
+        self.kernel, self.features = make_kernel(kernel), features
+        self.fixed_bandwidth, self.fixed_ridge = bandwidth, ridge
+        self.select_every, self.select_max = select_every, select_max
+        self.center = center
+        self.ef = _exponential_family_terms(model, exponential_family)
+        device = next(model.parameters()).device
+        backend = choose_backend(n_sleep, device) if regression == "auto" else regression
+        self.regressor = make_regressor(backend, self.kernel, n_features, center, chunk_size)
+        self.selection: Selection | None = None
+        self.calls = 0
+
+    # -- configuration -------------------------------------------------------------------------
+    @property
+    def backend(self) -> str:
+        return self.regressor.name
+
+    @property
+    def uses_exponential_family(self) -> bool:
+        return self.ef is not None
+
+    def describe(self) -> dict:
+        """JSON-able configuration (goes into checkpoint fingerprints and run configs)."""
+        return {
+            "n_sleep": self.n_sleep,
+            "regression": self.backend,
+            "kernel": repr(self.kernel),
+            "features": None if self.features is None else getattr(self.features, "__qualname__", repr(self.features)),
+            "bandwidth": self.fixed_bandwidth,
+            "ridge": self.fixed_ridge,
+            "bandwidth_grid": list(self.bandwidth_grid),
+            "ridge_grid": list(self.ridge_grid),
+            "select_every": self.select_every,
+            "select_max": self.select_max,
+            "n_features": getattr(self.regressor, "n_features", None),
+            "exponential_family": self.uses_exponential_family,
+            "center": self.center,
+        }
+
+    def state_dict(self) -> dict:
+        sel = self.selection
+        return {
+            "calls": self.calls,
+            "selection": None if sel is None else [sel.bandwidth, sel.ridge, sel.loo_error, sel.n_used],
+            "regressor": self.regressor.state_dict() if hasattr(self.regressor, "state_dict") else {},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.calls = state["calls"]
+        sel = state["selection"]
+        self.selection = None if sel is None else Selection(*sel)
+        if hasattr(self.regressor, "load_state_dict"):
+            self.regressor.load_state_dict(state["regressor"])
+
+    # -- the pieces ----------------------------------------------------------------------------
+    def sleep(self):
+        """``(z, x)``: ``n_sleep`` samples from the model, without gradients."""
+        with torch.no_grad():
+            return self.model.sample(self.n_sleep)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """Kernel inputs ``[n, D]`` in float64: ``features(x)`` or ``x`` flattened."""
+        with torch.no_grad():
+            phi = self.features(x) if self.features is not None else x
+            return phi.reshape(x.shape[0], -1).to(torch.float64)
+
+    def targets(self, z, x: torch.Tensor) -> torch.Tensor:
+        """Sleep targets ``T(theta) [N, q]`` (differentiable in the parameters)."""
+        if self.ef is not None:
+            return self.ef.targets(z)
+        return self.model.log_joint(z, x).reshape(-1, 1)
+
+    def statistics(self, x_wake: torch.Tensor) -> torch.Tensor:
+        """Wake statistics ``[B, q]`` paired with the targets: ``1`` or ``[1, S(x*)]``."""
+        with torch.no_grad():
+            if self.ef is not None:
+                return self.ef.statistics(x_wake).to(torch.float64)
+            return torch.ones(x_wake.shape[0], 1, dtype=torch.float64, device=x_wake.device)
+
+    def selection_targets(self, z, x: torch.Tensor, n_directions: int = 2) -> torch.Tensor:
+        """Targets for leave-one-out selection ``[n, q * n_directions]``: directional derivatives
+        ``v . grad_theta T_n`` along random directions ``v``, i.e. exactly the quantities whose
+        regression gives the gradient. Falls back to the values ``T_n`` when the model does not
+        support double backward."""
+        params = [p for _, p in _trainable(self.model)]
+        t = self.targets(z, x)
+        try:
+            u = torch.zeros_like(t, requires_grad=True)
+            g = [gi for gi in torch.autograd.grad(t, params, u, create_graph=True, allow_unused=True) if gi is not None]
+            cols = []
+            for _ in range(n_directions):
+                s = sum((gi * torch.randn_like(gi)).sum() for gi in g)
+                cols.append(torch.autograd.grad(s, u, retain_graph=True)[0])
+            out = torch.cat(cols, 1)
+        except RuntimeError:
+            out = t
+        return out.detach().to(torch.float64)
+
+    def select(self, z, phi_sleep: torch.Tensor, phi_wake: torch.Tensor, x_sleep: torch.Tensor) -> Selection:
+        """Choose bandwidth and ridge by leave-one-out error on at most ``select_max`` sleep samples."""
+        n = min(self.select_max, phi_sleep.shape[0])
+        median = median_heuristic(torch.cat([phi_sleep[:n], phi_wake[: max(1, n // 4)]], 0))
+        bandwidths = [self.fixed_bandwidth] if self.fixed_bandwidth else [median * m for m in self.bandwidth_grid]
+        ridges = [self.fixed_ridge] if self.fixed_ridge else list(self.ridge_grid)
+        if len(bandwidths) == 1 and len(ridges) == 1:
+            return Selection(bandwidths[0], ridges[0], math.nan, 0)
+        y = self.selection_targets(tree_map(lambda leaf: leaf[:n], z), x_sleep[:n])
+        return select_hyperparameters(phi_sleep[:n], y, self.kernel, bandwidths, ridges, self.center)
+
+    def _due(self) -> bool:
+        if self.selection is None:
+            return True
+        return self.select_every > 0 and self.calls % self.select_every == 0
+
+    def prepare(self, x_wake: torch.Tensor):
+        """Sleep, (re)select hyper-parameters if due, and fit the regression.
+
+        Returns ``(z, x_sleep, phi_wake, record)``.
+        """
+        z, x_sleep = self.sleep()
+        phi_sleep, phi_wake = self.embed(x_sleep), self.embed(x_wake)
+        selected = self._due()
+        if selected:
+            self.selection = self.select(z, phi_sleep, phi_wake, x_sleep)
+        self.calls += 1
+        sel = self.selection
+        self.regressor.fit(phi_sleep, sel.bandwidth, sel.ridge)
+        record = {"bandwidth": sel.bandwidth, "ridge": sel.ridge, "loo_error": sel.loo_error, "selected": selected}
+        return z, x_sleep, phi_wake, record
+
+    def loss(self, x_wake: torch.Tensor):
+        """Surrogate loss whose gradient is minus the ALWS estimate of ``grad mean_b log p(x*_b)``.
+
+        ``x_wake [B, *x_shape]``. Returns ``(loss, record)``; ``record`` holds the surrogate value,
+        the hyper-parameters, their LOO error and the effective number of sleep samples.
+        """
+        z, x_sleep, phi_wake, record = self.prepare(x_wake)
+        with torch.no_grad():
+            r = self.statistics(x_wake) / x_wake.shape[0]
+            w = self.regressor.weights(phi_wake, r)
+        t = self.targets(z, x_sleep)
+        loss = -(t * w.to(t.dtype)).sum()
+        a = w[:, 0]
+        record["loss"] = float(loss.detach())
+        record["ess"] = float(a.abs().sum() ** 2 / (a * a).sum().clamp_min(1e-300))
+        return loss, record
+
+    def per_point_gradients(self, x_wake: torch.Tensor) -> tuple[list[torch.Tensor | None], dict]:
+        """ALWS estimates of ``grad log p(x*_b)`` for each wake point: a list over trainable
+        parameters of ``[B, *param.shape]`` tensors (``None`` where a parameter is unused)."""
+        z, x_sleep, phi_wake, record = self.prepare(x_wake)
+        with torch.no_grad():
+            eye = torch.eye(x_wake.shape[0], dtype=torch.float64, device=phi_wake.device)
+            a = self.regressor.weights(phi_wake, eye)  # [N, B]
+            w = a.T[:, :, None] * self.statistics(x_wake)[:, None, :]  # [B, N, q]
+        t = self.targets(z, x_sleep)
+        params = [p for _, p in _trainable(self.model)]
+        w = w.to(t.dtype)
+        try:
+            grads = torch.autograd.grad(t, params, w, is_grads_batched=True, allow_unused=True)
+        except RuntimeError:
+            rows = [torch.autograd.grad(t, params, w[b], retain_graph=True, allow_unused=True) for b in range(w.shape[0])]
+            grads = [None if rows[0][i] is None else torch.stack([row[i] for row in rows]) for i in range(len(params))]
+        return list(grads), record
+
+
+def _exponential_family_terms(model, setting):
+    terms = exponential_family(model) if setting in ("auto", True) else None
+    if setting is True and terms is None:
+        raise ValueError(
+            f"exponential_family=True but {type(model).__name__} lacks the hooks: define log_prior(z) and likelihood(z), "
+            "or log_prior, natural_params, log_normalizer and sufficient_stats"
+        )
+    return terms
+
+
+def gradient(
+    model: nn.Module,
+    x,
+    n_sleep: int = 1000,
+    regression: str = "auto",
+    reduce: str = "mean",
+    seed: int | None = None,
+    **options,
+) -> dict[str, torch.Tensor]:
+    """ALWS estimate of the gradient of ``mean_b log p_theta(x_b)`` for every trainable parameter.
+
+    Args:
+        model: a model following the protocol (see :mod:`alws.model`).
+        x: data ``[B, *x_shape]``.
+        n_sleep, regression, **options: as for :class:`ALWS`.
+        reduce: ``"mean"`` (gradient of the mean, shapes as the parameters) or ``"none"``
+            (one gradient per data point, shapes ``[B, *param.shape]``).
+        seed: if given, the sleep samples are drawn under this seed without disturbing the global
+            random state.
+
+    Returns ``{name: gradient}`` keyed as ``model.named_parameters()`` (zeros for parameters that
+    ``log_joint`` does not use). The model's parameters and their ``.grad`` are left untouched.
+    """
+    check_choice("reduce", reduce, ["mean", "none"])
+    info = check_model(model, x)
+    x = check_data(x, info.x_shape).to(device=info.device)
+    learner = ALWS(model, n_sleep=n_sleep, regression=regression, **options)
+    named = _trainable(model)
+    devices = [info.device] if info.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices, enabled=seed is not None):
+        if seed is not None:
+            torch.manual_seed(seed)
+        if reduce == "mean":
+            loss, _ = learner.loss(x)
+            grads = [None if g is None else -g for g in torch.autograd.grad(loss, [p for _, p in named], allow_unused=True)]
+            shape = lambda p: p.shape  # noqa: E731
+        else:
+            grads, _ = learner.per_point_gradients(x)
+            shape = lambda p: (x.shape[0], *p.shape)  # noqa: E731
+    return {name: (torch.zeros(shape(p), dtype=p.dtype, device=p.device) if g is None else g.detach()) for (name, p), g in zip(named, grads)}
+
+
+def fit(
+    model: nn.Module,
+    data,
+    *,
+    steps: int = 1000,
+    batch_size: int = 100,
+    n_sleep: int = 1000,
+    lr: float = 1e-3,
+    optimizer: Any = "adam",
+    checkpoint=None,
+    checkpoint_every: int = 100,
+    resume: bool = False,
+    seed: int | None = None,
+    callbacks: Iterable[Callable] = (),
+    progress: bool | None = None,
+    clip_grad_norm: float | None = None,
+    **options,
+) -> History:
+    """Train ``model`` in place by maximum likelihood with ALWS gradients.
+
+    Args:
+        model: a model following the protocol (see :mod:`alws.model`).
+        data: ``[M, *x_shape]`` tensor or array; moved to the model's device.
+        steps: total optimiser steps (a resumed run continues up to this count).
+        batch_size: wake minibatch size ``B``.
+        n_sleep: sleep samples ``N`` per step.
+        lr, optimizer: learning rate and ``"adam"`` / ``"adamw"`` / ``"sgd"`` / ``params -> Optimizer``.
+        checkpoint: file path for atomic checkpoints every ``checkpoint_every`` steps.
+        resume: continue from ``checkpoint`` exactly where it stopped.
+        seed: seeds every generator at the start (recommended for reproducibility).
+        callbacks: ``cb(step, record)`` after each step; raise :class:`alws.StopTraining` to stop.
+        progress: tqdm bar (default: only when stderr is a terminal).
+        clip_grad_norm: optional gradient-norm clipping.
+        **options: passed to :class:`ALWS` (``regression``, ``kernel``, ``features``,
+            ``bandwidth``, ``ridge``, ``select_every``, ``exponential_family``, ...).
+
+    Returns the :class:`alws.History` of per-step records: ``loss`` (the surrogate loss),
+    ``loo_error``, ``bandwidth``, ``ridge``, ``ess`` (effective number of sleep samples),
+    ``grad_norm`` and ``time`` (seconds).
+
+    Raises :class:`alws.NonFiniteError` naming the step if a loss or gradient is NaN/inf (the
+    parameters keep their last finite values, which are also checkpointed).
+    """
+    check_int("steps", steps, 1)
+    check_int("batch_size", batch_size, 1)
+    check_int("checkpoint_every", checkpoint_every, 1)
+    check_positive("lr", lr)
+    info = check_model(model, data)
+    data = check_data(data, info.x_shape).to(device=info.device)
+    if data.is_floating_point():
+        data = data.to(info.x_dtype)
+    learner = ALWS(model, n_sleep=n_sleep, **options)
+    opt = make_optimizer(optimizer, [p for _, p in _trainable(model)], lr)
+
+    def step(batch, index):
+        loss, record = learner.loss(batch)
+        record["grad_norm"] = guarded_step(loss, opt, index, clip_grad_norm)
+        return record
+
+    fingerprint = {
+        "model": type(model).__qualname__,
+        "parameters": {name: list(p.shape) for name, p in model.named_parameters()},
+        "config": {
+            **learner.describe(),
+            "batch_size": batch_size,
+            "lr": lr,
+            "optimizer": optimizer if isinstance(optimizer, str) else getattr(optimizer, "__qualname__", repr(optimizer)),
+            "seed": seed,
+            "clip_grad_norm": clip_grad_norm,
+            "data_shape": list(data.shape),
+        },
+    }
+    trainer = Trainer(
+        modules={"model": model},
+        optimizers={"optimizer": opt},
+        stateful={"learner": learner},
+        data=data,
+        batch_size=batch_size,
+        fingerprint=fingerprint,
+        checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every,
+        resume=resume,
+        seed=seed,
+        callbacks=callbacks,
+        progress=progress,
+        description=f"alws ({learner.backend}, N={n_sleep})",
+    )
+    return trainer.run(step, steps)

@@ -1,0 +1,234 @@
+"""Kernel ridge regression back-ends that return wake weights, and leave-one-out selection.
+
+Every back-end is fitted on the sleep inputs ``X [N, D]`` (float64) with a bandwidth and a ridge
+``lambda`` (the system is ``K + N lambda I``), and then answers one question: for wake inputs
+``X* [B, D]`` and wake statistics ``R [B, q]``, what are the weights ``W = A R [N, q]``, where
+``A [N, B]`` maps sleep targets to predictions at the wake points (``f(X*) = A^T Y``)? The learner's
+loss is then ``-sum(W * T(theta))`` for sleep targets ``T [N, q]``: no autograd through the solve.
+
+With ``center=True`` (the default) the regression predicts ``mean(Y) + KRR(Y - mean(Y))``, so every
+column of ``A`` sums to one: a target that is constant across samples (a log-normaliser of the
+prior, say) gets its gradient exactly.
+
+Back-ends:
+
+- :class:`ExactKRR`: Cholesky of ``K + N lambda I``. ``O(N^3)`` time, ``O(N^2)`` memory.
+- :class:`RandomFeatureRidge`: random Fourier features ``psi [N, M]``;
+  ``A = Psi (Psi^T Psi + N lambda I)^-1 psi(X*)^T``. ``Psi^T Psi`` is accumulated in chunks, so
+  memory is ``O(M^2 + chunk * M)`` beyond the inputs; time ``O(N M^2 + M^3)``.
+- :class:`NystromRidge`: the same with Nystrom features on ``m`` inducing points drawn from the
+  sleep inputs.
+"""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass, field
+
+import torch
+
+from .kernels import Kernel, NystromFeatures, RandomFourierFeatures
+from .linalg import cholesky_with_jitter
+
+__all__ = [
+    "KernelRidge",
+    "ExactKRR",
+    "RandomFeatureRidge",
+    "NystromRidge",
+    "BACKENDS",
+    "choose_backend",
+    "make_regressor",
+    "loo_errors",
+    "Selection",
+    "select_hyperparameters",
+]
+
+
+class KernelRidge:
+    """Base class: ``fit(X, bandwidth, ridge)`` then ``weights(X*, R)``."""
+
+    name = "base"
+
+    def __init__(self, kernel: Kernel, center: bool = True):
+        self.kernel, self.center = kernel, center
+        self.x = None
+
+    def fit(self, x: torch.Tensor, bandwidth: float, ridge: float) -> "KernelRidge":
+        """Factorise the system for sleep inputs ``x [N, D]`` (float64)."""
+        raise NotImplementedError
+
+    def _raw_weights(self, x_wake: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def weights(self, x_wake: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        """``W = A R [N, q]`` for wake inputs ``x_wake [B, D]`` and wake statistics ``r [B, q]``."""
+        c = self._raw_weights(x_wake, r)
+        if self.center:
+            c = c - c.mean(0, keepdim=True) + r.sum(0, keepdim=True) / c.shape[0]
+        return c
+
+    def predict(self, x_wake: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Predictions ``[B, q]`` at ``x_wake [B, D]`` for sleep targets ``y [N, q]`` (``A^T Y``)."""
+        eye = torch.eye(x_wake.shape[0], dtype=x_wake.dtype, device=x_wake.device)
+        return self.weights(x_wake, eye).T @ y
+
+
+class ExactKRR(KernelRidge):
+    """Exact kernel ridge regression by one float64 Cholesky factorisation of ``K + N lambda I``."""
+
+    name = "exact"
+
+    def fit(self, x, bandwidth, ridge):
+        self.x, self.bandwidth = x, bandwidth
+        gram = self.kernel(x, x, bandwidth)
+        gram.diagonal().add_(x.shape[0] * ridge)
+        self.chol = cholesky_with_jitter(gram, f"kernel matrix K + N lambda I (N={x.shape[0]}, lambda={ridge:.3g})")
+        return self
+
+    def _raw_weights(self, x_wake, r):
+        return torch.cholesky_solve(self.kernel(self.x, x_wake, self.bandwidth) @ r, self.chol)
+
+
+class FeatureRidge(KernelRidge):
+    """Ridge regression on an explicit feature map, accumulated over chunks of ``chunk_size`` rows."""
+
+    def __init__(self, kernel, n_features: int = 1000, center: bool = True, chunk_size: int = 4096):
+        super().__init__(kernel, center)
+        self.n_features, self.chunk_size = n_features, chunk_size
+
+    def _features(self, x, bandwidth):
+        raise NotImplementedError
+
+    def _chunks(self, x):
+        return torch.split(x, self.chunk_size)
+
+    def fit(self, x, bandwidth, ridge):
+        self.x = x
+        self.psi = self._features(x, bandwidth)
+        m = self.psi.n_features
+        gram = torch.zeros(m, m, dtype=x.dtype, device=x.device)
+        for chunk in self._chunks(x):
+            p = self.psi(chunk)
+            gram.addmm_(p.T, p)
+        gram.diagonal().add_(x.shape[0] * ridge)
+        self.chol = cholesky_with_jitter(gram, f"feature matrix Psi^T Psi + N lambda I (M={m}, lambda={ridge:.3g})")
+        return self
+
+    def _raw_weights(self, x_wake, r):
+        v = torch.cholesky_solve(self.psi(x_wake).T @ r, self.chol)  # [M, q]
+        return torch.cat([self.psi(chunk) @ v for chunk in self._chunks(self.x)], 0)
+
+
+class RandomFeatureRidge(FeatureRidge):
+    """Ridge regression on random Fourier features (frequencies drawn once per input dimension)."""
+
+    name = "rff"
+
+    def __init__(self, kernel, n_features=1000, center=True, chunk_size=4096):
+        super().__init__(kernel, n_features, center, chunk_size)
+        self.rff = None
+
+    def _features(self, x, bandwidth):
+        if self.rff is None or self.rff.base.shape[0] != x.shape[1] or self.rff.base.device != x.device:
+            self.rff = RandomFourierFeatures(self.kernel, x.shape[1], self.n_features, x.dtype, x.device)
+        return self.rff.set_bandwidth(bandwidth)
+
+    def state_dict(self) -> dict:
+        return {"base": None if self.rff is None else self.rff.base.cpu()}
+
+    def load_state_dict(self, state: dict) -> None:
+        base = state.get("base")
+        if base is not None:
+            self.rff = RandomFourierFeatures(self.kernel, base.shape[0], 2 * base.shape[1], base.dtype, base=base)
+
+
+class NystromRidge(FeatureRidge):
+    """Ridge regression on Nystrom features with ``n_features`` inducing points drawn from the sleep inputs."""
+
+    name = "nystrom"
+
+    def _features(self, x, bandwidth):
+        m = min(self.n_features, x.shape[0])
+        idx = torch.randperm(x.shape[0], device=x.device)[:m]
+        return NystromFeatures(self.kernel, x[idx], bandwidth)
+
+
+BACKENDS = {"exact": ExactKRR, "rff": RandomFeatureRidge, "nystrom": NystromRidge}
+
+#: ``regression="auto"`` uses exact KRR up to this many sleep samples (memory permitting).
+AUTO_EXACT_MAX = 4096
+
+
+def _free_memory_bytes(device: torch.device) -> float:
+    if device.type == "cuda":
+        return float(torch.cuda.mem_get_info(device)[0])
+    try:
+        return float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return float("inf")
+
+
+def choose_backend(n: int, device: torch.device | str = "cpu") -> str:
+    """``"exact"`` when ``n <= AUTO_EXACT_MAX`` and three ``n x n`` float64 matrices fit in half the
+    free memory of ``device``; otherwise ``"rff"``."""
+    need = 3 * 8 * n * n
+    if n <= AUTO_EXACT_MAX and need < 0.5 * _free_memory_bytes(torch.device(device)):
+        return "exact"
+    return "rff"
+
+
+def make_regressor(name: str, kernel: Kernel, n_features: int = 1000, center: bool = True, chunk_size: int = 4096) -> KernelRidge:
+    """A back-end by name (``exact``, ``rff`` or ``nystrom``)."""
+    if name == "exact":
+        return ExactKRR(kernel, center)
+    return BACKENDS[name](kernel, n_features, center, chunk_size)
+
+
+def loo_errors(x: torch.Tensor, y: torch.Tensor, kernel: Kernel, bandwidths, ridges, center: bool = True) -> torch.Tensor:
+    """Closed-form leave-one-out error of exact KRR for every (bandwidth, ridge) pair.
+
+    For ``G = K + n lambda I`` the LOO residual of sample ``i`` is ``[G^-1 y]_i / [G^-1]_ii``; one
+    eigendecomposition of ``K`` per bandwidth serves every ridge. ``x [n, D]``, ``y [n, q]``.
+    Returns ``[len(bandwidths), len(ridges)]``: the mean squared LOO residual of each target column
+    divided by that column's variance (1 = no better than predicting the mean), averaged over
+    columns with non-zero variance.
+    """
+    n = x.shape[0]
+    y = y - y.mean(0, keepdim=True) if center else y
+    var = y.var(0, unbiased=False)
+    keep = var > 1e-12 * var.max().clamp_min(1e-300)
+    y, var = y[:, keep], var[keep]
+    lam = torch.as_tensor(list(ridges), dtype=x.dtype, device=x.device)
+    out = torch.empty(len(bandwidths), len(lam), dtype=x.dtype, device=x.device)
+    if y.shape[1] == 0:
+        return out.fill_(0.0)
+    for i, bandwidth in enumerate(bandwidths):
+        s, u = torch.linalg.eigh(kernel(x, x, bandwidth))
+        inv = 1.0 / (s.clamp_min(0.0)[None, :] + n * lam[:, None])  # [L, n]
+        uy = u.T @ y  # [n, q]
+        alpha = torch.einsum("ij,lj,jq->liq", u, inv, uy)  # G^-1 y for each ridge
+        diag = inv @ (u * u).T  # [L, n]: diag(G^-1)
+        resid = alpha / diag[:, :, None]
+        out[i] = ((resid**2).mean(1) / var).mean(1)
+    return out
+
+
+@dataclass
+class Selection:
+    """Chosen hyper-parameters and their LOO error (relative, see :func:`loo_errors`)."""
+
+    bandwidth: float
+    ridge: float
+    loo_error: float
+    n_used: int
+    grid: dict = field(default_factory=dict)
+
+
+def select_hyperparameters(x, y, kernel, bandwidths, ridges, center=True) -> Selection:
+    """The (bandwidth, ridge) pair of the grid with the smallest LOO error on ``(x, y)``."""
+    errors = loo_errors(x, y, kernel, bandwidths, ridges, center)
+    errors = torch.nan_to_num(errors, nan=math.inf)
+    flat = int(torch.argmin(errors))
+    i, j = divmod(flat, errors.shape[1])
+    grid = {"bandwidths": [float(b) for b in bandwidths], "ridges": [float(r) for r in ridges], "loo_errors": errors.tolist()}
+    return Selection(float(bandwidths[i]), float(list(ridges)[j]), float(errors[i, j]), x.shape[0], grid)
