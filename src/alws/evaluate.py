@@ -8,9 +8,6 @@
 """
 from __future__ import annotations
 
-import math
-
-import numpy as np
 import torch
 from torch import nn
 
@@ -20,10 +17,16 @@ __all__ = ["gauss_hermite_grid", "quadrature_log_marginal", "exact_gradient", "r
 
 
 def gauss_hermite_grid(dim: int, n_nodes: int, dtype=torch.float64, device=None):
-    """Nodes ``[n_nodes**dim, dim]`` and log-weights ``[n_nodes**dim]`` integrating against N(0, I_dim)."""
-    t, w = np.polynomial.hermite.hermgauss(n_nodes)
-    nodes1 = torch.as_tensor(t * math.sqrt(2.0), dtype=dtype, device=device)
-    logw1 = torch.as_tensor(np.log(w) - 0.5 * math.log(math.pi), dtype=dtype, device=device)
+    """Nodes ``[G, dim]`` and log-weights ``[G]`` (``G <= n_nodes**dim``) integrating against N(0, I_dim)."""
+    # Golub-Welsch for the probabilists' Hermite polynomials: nodes are the eigenvalues of the
+    # Jacobi matrix with off-diagonal sqrt(k); weights are the squared first eigenvector entries.
+    # Stable for any n (numpy's hermgauss overflows beyond about 150 nodes).
+    off = torch.sqrt(torch.arange(1, n_nodes, dtype=torch.float64))
+    nodes1, vectors = torch.linalg.eigh(torch.diag(off, 1) + torch.diag(off, -1))
+    weights = vectors[0] ** 2
+    keep = weights > 0  # extreme nodes whose weight underflows contribute nothing
+    nodes1 = nodes1[keep].to(dtype=dtype, device=device)
+    logw1 = torch.log(weights[keep] / weights.sum()).to(dtype=dtype, device=device)
     grids = torch.meshgrid(*([nodes1] * dim), indexing="ij")
     lgrids = torch.meshgrid(*([logw1] * dim), indexing="ij")
     return torch.stack([g.reshape(-1) for g in grids], 1), sum(g.reshape(-1) for g in lgrids)

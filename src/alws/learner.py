@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterable
 import torch
 from torch import nn
 
+from .errors import NonFiniteError
 from .kernels import make_kernel, median_heuristic
 from .model import check_model, exponential_family
 from .regression import BACKENDS, choose_backend, make_regressor, select_hyperparameters, Selection
@@ -62,10 +63,14 @@ class ALWS:
             features (pooling keeps the data inside the kernel's reach early in training).
         ridge_grid: candidate ridge values ``lambda > 0``.
         select_every: re-select hyper-parameters every so many steps (0: only at the first).
-        select_max: leave-one-out selection uses at most this many sleep samples.
+        select_max: leave-one-out selection uses at most this many sleep samples ``n``; when
+            ``n < N`` the chosen ridge is rescaled to ``lambda * n / N`` (same absolute ridge).
         n_features: random Fourier features ``M`` (``rff``) or inducing points (``nystrom``).
-        exponential_family: ``"auto"`` uses the fast path when the model has the hooks;
-            ``False`` always regresses ``log_joint``; ``True`` requires the hooks.
+        exponential_family: ``"auto"``: when the model has the fast-path hooks, each selection
+            picks the path (exponential-family or plain log-joint) with the smaller leave-one-out
+            error; ``True`` always uses the hooks (and requires them); ``False`` always regresses
+            ``log_joint``. The fast path is not always better: with a sharp likelihood its separate
+            regressions of ``eta`` and ``Phi`` amplify errors by ``1/sigma^2``.
         center: regress ``Y - mean(Y)`` and add the mean back (weights sum to one).
         chunk_size: rows per chunk when accumulating random-feature sums.
     """
@@ -112,6 +117,8 @@ class ALWS:
         self.select_every, self.select_max = select_every, select_max
         self.center = center
         self.ef = _exponential_family_terms(model, exponential_family)
+        self.ef_setting = exponential_family
+        self.exponential_family_path = False  # set by each selection
         device = next(model.parameters()).device
         backend = choose_backend(n_sleep, device) if regression == "auto" else regression
         self.regressor = make_regressor(backend, self.kernel, n_features, center, chunk_size)
@@ -122,10 +129,6 @@ class ALWS:
     @property
     def backend(self) -> str:
         return self.regressor.name
-
-    @property
-    def uses_exponential_family(self) -> bool:
-        return self.ef is not None
 
     def describe(self) -> dict:
         """JSON-able configuration (goes into checkpoint fingerprints and run configs)."""
@@ -141,7 +144,7 @@ class ALWS:
             "select_every": self.select_every,
             "select_max": self.select_max,
             "n_features": getattr(self.regressor, "n_features", None),
-            "exponential_family": self.uses_exponential_family,
+            "exponential_family": self.ef_setting if self.ef is not None else False,
             "center": self.center,
         }
 
@@ -150,6 +153,7 @@ class ALWS:
         return {
             "calls": self.calls,
             "selection": None if sel is None else [sel.bandwidth, sel.ridge, sel.loo_error, sel.n_used],
+            "exponential_family_path": self.exponential_family_path,
             "regressor": self.regressor.state_dict() if hasattr(self.regressor, "state_dict") else {},
         }
 
@@ -157,6 +161,7 @@ class ALWS:
         self.calls = state["calls"]
         sel = state["selection"]
         self.selection = None if sel is None else Selection(*sel)
+        self.exponential_family_path = state["exponential_family_path"]
         if hasattr(self.regressor, "load_state_dict"):
             self.regressor.load_state_dict(state["regressor"])
 
@@ -167,53 +172,101 @@ class ALWS:
             return self.model.sample(self.n_sleep)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """Kernel inputs ``[n, D]`` in float64: ``features(x)`` or ``x`` flattened."""
+        """Kernel inputs ``[n, D]`` in float64: ``features(x)`` or ``x`` flattened.
+
+        A feature ``nn.Module`` is evaluated in eval mode, so that batch-dependent layers
+        (BatchNorm, dropout) map sleep and wake points with one and the same function.
+        """
         with torch.no_grad():
-            phi = self.features(x) if self.features is not None else x
+            if self.features is None:
+                phi = x
+            elif isinstance(self.features, nn.Module):
+                was_training = self.features.training
+                self.features.eval()
+                try:
+                    phi = self.features(x)
+                finally:
+                    self.features.train(was_training)
+            else:
+                phi = self.features(x)
             return phi.reshape(x.shape[0], -1).to(torch.float64)
 
     def targets(self, z, x: torch.Tensor) -> torch.Tensor:
-        """Sleep targets ``T(theta) [N, q]`` (differentiable in the parameters)."""
-        if self.ef is not None:
+        """Sleep targets ``T(theta) [N, q]`` of the current path (differentiable in the parameters)."""
+        if self.exponential_family_path:
             return self.ef.targets(z)
         return self.model.log_joint(z, x).reshape(-1, 1)
 
     def statistics(self, x_wake: torch.Tensor) -> torch.Tensor:
         """Wake statistics ``[B, q]`` paired with the targets: ``1`` or ``[1, S(x*)]``."""
         with torch.no_grad():
-            if self.ef is not None:
+            if self.exponential_family_path:
                 return self.ef.statistics(x_wake).to(torch.float64)
             return torch.ones(x_wake.shape[0], 1, dtype=torch.float64, device=x_wake.device)
 
-    def selection_targets(self, z, x: torch.Tensor, n_directions: int = 2) -> torch.Tensor:
-        """Targets for leave-one-out selection ``[n, q * n_directions]``: directional derivatives
-        ``v . grad_theta T_n`` along random directions ``v``, i.e. exactly the quantities whose
-        regression gives the gradient. Falls back to the values ``T_n`` when the model does not
-        support double backward."""
+    def _directional(self, t: torch.Tensor, n_directions: int) -> torch.Tensor:
+        """``[n, n_directions, q]``: ``v . grad_theta t_nj`` for random directions ``v`` (double backward)."""
         params = [p for _, p in _trainable(self.model)]
-        t = self.targets(z, x)
-        try:
-            u = torch.zeros_like(t, requires_grad=True)
-            g = [gi for gi in torch.autograd.grad(t, params, u, create_graph=True, allow_unused=True) if gi is not None]
-            cols = []
-            for _ in range(n_directions):
-                s = sum((gi * torch.randn_like(gi)).sum() for gi in g)
-                cols.append(torch.autograd.grad(s, u, retain_graph=True)[0])
-            out = torch.cat(cols, 1)
-        except RuntimeError:
-            out = t
-        return out.detach().to(torch.float64)
+        u = torch.zeros_like(t, requires_grad=True)
+        g = [gi for gi in torch.autograd.grad(t, params, u, create_graph=True, allow_unused=True) if gi is not None]
+        cols = []
+        for _ in range(n_directions):
+            s = sum((gi * torch.randn_like(gi)).sum() for gi in g)
+            cols.append(torch.autograd.grad(s, u, retain_graph=True)[0])
+        return torch.stack(cols, 1)
+
+    def selection_candidates(self, z, x: torch.Tensor, n_directions: int = 2) -> list:
+        """Leave-one-out problems, one per allowed path: ``[(exponential_family, y, statistics)]``.
+
+        Every candidate predicts the same quantities, the per-sample directional derivatives
+        ``v . grad_theta log p(z_n, x_n)`` along random directions ``v``: exactly what the regression
+        must get right for the gradient. The plain path regresses them directly; the
+        exponential-family path regresses ``v . grad T_n`` and contracts the prediction with
+        ``[1, S(x_n)]``. Where the model does not support double backward, the values of the
+        targets stand in for their directional derivatives.
+        """
+        allow_ef = self.ef is not None and self.ef_setting in ("auto", True)
+        allow_plain = self.ef is None or self.ef_setting in ("auto", False)
+        with torch.enable_grad():
+            if self.ef is not None:
+                t = self.ef.targets(z)
+                stats = self.ef.statistics(x).detach().to(torch.float64)
+            else:
+                t, stats = self.model.log_joint(z, x).reshape(-1, 1), None
+            try:
+                y = self._directional(t, n_directions)
+            except RuntimeError:
+                y = t[:, None, :]
+        y = y.detach().to(torch.float64)
+        out = []
+        if allow_ef:
+            out.append((True, y, stats))
+        if allow_plain:
+            out.append((False, y[:, :, 0] if stats is None else torch.einsum("ikq,iq->ik", y, stats), None))
+        return out
 
     def select(self, z, phi_sleep: torch.Tensor, phi_wake: torch.Tensor, x_sleep: torch.Tensor) -> Selection:
-        """Choose bandwidth and ridge by leave-one-out error on at most ``select_max`` sleep samples."""
+        """Choose bandwidth, ridge and path by leave-one-out error on at most ``select_max`` sleep samples."""
         n = min(self.select_max, phi_sleep.shape[0])
         median = median_heuristic(torch.cat([phi_sleep[:n], phi_wake[: max(1, n // 4)]], 0))
         bandwidths = [self.fixed_bandwidth] if self.fixed_bandwidth else [median * m for m in self.bandwidth_grid]
         ridges = [self.fixed_ridge] if self.fixed_ridge else list(self.ridge_grid)
-        if len(bandwidths) == 1 and len(ridges) == 1:
+        single_path = self.ef is None or self.ef_setting != "auto"
+        if len(bandwidths) == 1 and len(ridges) == 1 and single_path:
+            self.exponential_family_path = self.ef is not None and self.ef_setting is not False
             return Selection(bandwidths[0], ridges[0], math.nan, 0)
-        y = self.selection_targets(tree_map(lambda leaf: leaf[:n], z), x_sleep[:n])
-        return select_hyperparameters(phi_sleep[:n], y, self.kernel, bandwidths, ridges, self.center)
+        best = None
+        for use_ef, y, stats in self.selection_candidates(tree_map(lambda leaf: leaf[:n], z), x_sleep[:n]):
+            sel = select_hyperparameters(phi_sleep[:n], y, self.kernel, bandwidths, ridges, self.center, stats)
+            if best is None or sel.loo_error < best[1].loo_error:
+                best = (use_ef, sel)
+        self.exponential_family_path = best[0]
+        sel = best[1]
+        if self.fixed_ridge is None and n < phi_sleep.shape[0]:
+            # The subsample chose the absolute ridge n * lambda; keep it for all N samples, so
+            # lambda shrinks as N grows (a lambda tuned on n points over-smooths at N > n).
+            sel.ridge *= n / phi_sleep.shape[0]
+        return sel
 
     def _due(self) -> bool:
         if self.selection is None:
@@ -227,13 +280,22 @@ class ALWS:
         """
         z, x_sleep = self.sleep()
         phi_sleep, phi_wake = self.embed(x_sleep), self.embed(x_wake)
+        if not bool(torch.isfinite(phi_sleep).all()):
+            bad = int((~torch.isfinite(phi_sleep)).any(1).sum())
+            raise NonFiniteError(f"{bad} of {phi_sleep.shape[0]} sleep samples x (or their features) are NaN/inf")
         selected = self._due()
         if selected:
             self.selection = self.select(z, phi_sleep, phi_wake, x_sleep)
         self.calls += 1
         sel = self.selection
         self.regressor.fit(phi_sleep, sel.bandwidth, sel.ridge)
-        record = {"bandwidth": sel.bandwidth, "ridge": sel.ridge, "loo_error": sel.loo_error, "selected": selected}
+        record = {
+            "bandwidth": sel.bandwidth,
+            "ridge": sel.ridge,
+            "loo_error": sel.loo_error,
+            "selected": selected,
+            "path": "exponential-family" if self.exponential_family_path else "log-joint",
+        }
         return z, x_sleep, phi_wake, record
 
     def loss(self, x_wake: torch.Tensor):
@@ -253,23 +315,32 @@ class ALWS:
         record["ess"] = float(a.abs().sum() ** 2 / (a * a).sum().clamp_min(1e-300))
         return loss, record
 
-    def per_point_gradients(self, x_wake: torch.Tensor) -> tuple[list[torch.Tensor | None], dict]:
-        """ALWS estimates of ``grad log p(x*_b)`` for each wake point: a list over trainable
-        parameters of ``[B, *param.shape]`` tensors (``None`` where a parameter is unused)."""
+    def per_point_gradients(self, x_wake: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict]:
+        """ALWS estimates of ``grad log p(x*_b)`` for each wake point ``x_wake [B, *x_shape]``:
+        ``({name: [B, *param.shape]}, record)``."""
         z, x_sleep, phi_wake, record = self.prepare(x_wake)
         with torch.no_grad():
             eye = torch.eye(x_wake.shape[0], dtype=torch.float64, device=phi_wake.device)
             a = self.regressor.weights(phi_wake, eye)  # [N, B]
             w = a.T[:, :, None] * self.statistics(x_wake)[:, None, :]  # [B, N, q]
         t = self.targets(z, x_sleep)
-        params = [p for _, p in _trainable(self.model)]
+        named = _trainable(self.model)
+        params = [p for _, p in named]
         w = w.to(t.dtype)
         try:
             grads = torch.autograd.grad(t, params, w, is_grads_batched=True, allow_unused=True)
         except RuntimeError:
             rows = [torch.autograd.grad(t, params, w[b], retain_graph=True, allow_unused=True) for b in range(w.shape[0])]
             grads = [None if rows[0][i] is None else torch.stack([row[i] for row in rows]) for i in range(len(params))]
-        return list(grads), record
+        return _named_gradients(named, grads, (x_wake.shape[0],)), record
+
+
+def _named_gradients(named, grads, leading: tuple = ()) -> dict[str, torch.Tensor]:
+    """``{name: gradient}`` with zeros of shape ``[*leading, *param.shape]`` for unused parameters."""
+    return {
+        name: torch.zeros((*leading, *p.shape), dtype=p.dtype, device=p.device) if g is None else g.detach()
+        for (name, p), g in zip(named, grads)
+    }
 
 
 def _exponential_family_terms(model, setting):
@@ -314,14 +385,11 @@ def gradient(
     with torch.random.fork_rng(devices=devices, enabled=seed is not None):
         if seed is not None:
             torch.manual_seed(seed)
-        if reduce == "mean":
-            loss, _ = learner.loss(x)
-            grads = [None if g is None else -g for g in torch.autograd.grad(loss, [p for _, p in named], allow_unused=True)]
-            shape = lambda p: p.shape  # noqa: E731
-        else:
-            grads, _ = learner.per_point_gradients(x)
-            shape = lambda p: (x.shape[0], *p.shape)  # noqa: E731
-    return {name: (torch.zeros(shape(p), dtype=p.dtype, device=p.device) if g is None else g.detach()) for (name, p), g in zip(named, grads)}
+        if reduce == "none":
+            return learner.per_point_gradients(x)[0]
+        loss, _ = learner.loss(x)
+        grads = torch.autograd.grad(loss, [p for _, p in named], allow_unused=True)
+    return _named_gradients(named, [None if g is None else -g for g in grads])
 
 
 def fit(
@@ -380,7 +448,7 @@ def fit(
 
     def step(batch, index):
         loss, record = learner.loss(batch)
-        record["grad_norm"] = guarded_step(loss, opt, index, clip_grad_norm)
+        record["grad_norm"] = guarded_step(loss, opt, clip_grad_norm)
         return record
 
     fingerprint = {

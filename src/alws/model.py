@@ -142,7 +142,7 @@ def check_model(model: Any, x: Any = None, n: int = 4) -> ModelInfo:
         raise ModelProtocolError(f"{name}.log_joint(z, x) returned shape {shape} for {n} samples; expected ({n},)")
     if not bool(torch.isfinite(lj).all()):
         raise ModelProtocolError(f"{name}.log_joint(z, x) is not finite on the model's own samples: {lj.detach().tolist()}")
-    grads = torch.autograd.grad(lj.sum(), [p for _, p in params], allow_unused=True, retain_graph=True)
+    grads = torch.autograd.grad(lj.sum(), [p for _, p in params], allow_unused=True, retain_graph=True) if lj.requires_grad else []
     if all(g is None or not bool(g.abs().sum() > 0) for g in grads):
         raise ModelProtocolError(
             f"{name}.log_joint(z, x) does not depend on any parameter (its gradient is zero for all of "

@@ -184,32 +184,48 @@ def make_regressor(name: str, kernel: Kernel, n_features: int = 1000, center: bo
     return BACKENDS[name](kernel, n_features, center, chunk_size)
 
 
-def loo_errors(x: torch.Tensor, y: torch.Tensor, kernel: Kernel, bandwidths, ridges, center: bool = True) -> torch.Tensor:
+def loo_errors(x: torch.Tensor, y: torch.Tensor, kernel: Kernel, bandwidths, ridges, center: bool = True, statistics: torch.Tensor | None = None) -> torch.Tensor:
     """Closed-form leave-one-out error of exact KRR for every (bandwidth, ridge) pair.
 
     For ``G = K + n lambda I`` the LOO residual of sample ``i`` is ``[G^-1 y]_i / [G^-1]_ii``; one
-    eigendecomposition of ``K`` per bandwidth serves every ridge. ``x [n, D]``, ``y [n, q]``.
-    Returns ``[len(bandwidths), len(ridges)]``: the mean squared LOO residual of each target column
-    divided by that column's variance (1 = no better than predicting the mean), averaged over
-    columns with non-zero variance.
+    eigendecomposition of ``K`` per bandwidth serves every ridge.
+
+    Args:
+        x: inputs ``[n, D]``.
+        y: targets ``[n, k]`` (``k`` separate regressions), or ``[n, k, q]`` together with
+            ``statistics [n, q]``: then each of the ``k`` quantities of interest is
+            ``sum_j y[i, :, j] * statistics[i, j]`` and its LOO residual is the residuals of the ``q``
+            regressions contracted with ``statistics[i]`` (how the exponential-family path predicts).
+
+    Returns ``[len(bandwidths), len(ridges)]``: the mean squared LOO residual of each quantity
+    divided by its variance (1 = no better than predicting its mean), averaged over the quantities
+    with non-zero variance.
     """
     n = x.shape[0]
-    y = y - y.mean(0, keepdim=True) if center else y
-    var = y.var(0, unbiased=False)
+    if y.dim() == 2:
+        y, statistics = y[:, :, None], None
+    k, q = y.shape[1], y.shape[2]
+    truth = y[:, :, 0] if statistics is None else torch.einsum("ikq,iq->ik", y, statistics)
+    var = truth.var(0, unbiased=False)
     keep = var > 1e-12 * var.max().clamp_min(1e-300)
     y, var = y[:, keep], var[keep]
-    lam = torch.as_tensor(list(ridges), dtype=x.dtype, device=x.device)
-    out = torch.empty(len(bandwidths), len(lam), dtype=x.dtype, device=x.device)
+    lam = [float(r) for r in ridges]
+    out = torch.zeros(len(bandwidths), len(lam), dtype=x.dtype, device=x.device)
     if y.shape[1] == 0:
-        return out.fill_(0.0)
+        return out
+    flat = y.reshape(n, -1)
+    flat = flat - flat.mean(0, keepdim=True) if center else flat
     for i, bandwidth in enumerate(bandwidths):
         s, u = torch.linalg.eigh(kernel(x, x, bandwidth))
-        inv = 1.0 / (s.clamp_min(0.0)[None, :] + n * lam[:, None])  # [L, n]
-        uy = u.T @ y  # [n, q]
-        alpha = torch.einsum("ij,lj,jq->liq", u, inv, uy)  # G^-1 y for each ridge
-        diag = inv @ (u * u).T  # [L, n]: diag(G^-1)
-        resid = alpha / diag[:, :, None]
-        out[i] = ((resid**2).mean(1) / var).mean(1)
+        s = s.clamp_min(0.0)
+        uy = u.T @ flat  # [n, k q]
+        u2 = u * u
+        for j, ridge in enumerate(lam):
+            inv = 1.0 / (s + n * ridge)
+            alpha = u @ (inv[:, None] * uy)  # G^-1 y
+            resid = (alpha / (u2 @ inv)[:, None]).reshape(n, -1, q)
+            resid = resid[:, :, 0] if statistics is None else torch.einsum("ikq,iq->ik", resid, statistics)
+            out[i, j] = ((resid**2).mean(0) / var).mean()
     return out
 
 
@@ -224,9 +240,9 @@ class Selection:
     grid: dict = field(default_factory=dict)
 
 
-def select_hyperparameters(x, y, kernel, bandwidths, ridges, center=True) -> Selection:
+def select_hyperparameters(x, y, kernel, bandwidths, ridges, center=True, statistics=None) -> Selection:
     """The (bandwidth, ridge) pair of the grid with the smallest LOO error on ``(x, y)``."""
-    errors = loo_errors(x, y, kernel, bandwidths, ridges, center)
+    errors = loo_errors(x, y, kernel, bandwidths, ridges, center, statistics)
     errors = torch.nan_to_num(errors, nan=math.inf)
     flat = int(torch.argmin(errors))
     i, j = divmod(flat, errors.shape[1])

@@ -130,14 +130,14 @@ def make_optimizer(optimizer, params, lr: float) -> torch.optim.Optimizer:
     return choices[optimizer](params, lr=lr)
 
 
-def guarded_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, step: int, clip_grad_norm: float | None = None) -> float:
+def guarded_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, clip_grad_norm: float | None = None) -> float:
     """Backward, check, optionally clip, and step; returns the gradient norm.
 
-    Raises :class:`NonFiniteError` naming ``step`` when the loss or any gradient is NaN/inf,
-    *before* the optimiser touches the parameters, so they are never left non-finite.
+    Raises :class:`NonFiniteError` when the loss or any gradient is NaN/inf, *before* the
+    optimiser touches the parameters, so they are never left non-finite.
     """
     if not bool(torch.isfinite(loss)):
-        raise NonFiniteError(f"loss is {float(loss)} at step {step}; parameters left at their values before this step")
+        raise NonFiniteError(f"loss is {float(loss.detach())}; parameters left at their values before this step")
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
@@ -146,7 +146,7 @@ def guarded_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, step: int
         bad = [i for i, p in enumerate(params) if not bool(torch.isfinite(p.grad).all())]
         optimizer.zero_grad(set_to_none=True)
         raise NonFiniteError(
-            f"gradient is non-finite at step {step} (in {len(bad)} of {len(params)} parameter tensors); "
+            f"gradient is non-finite (in {len(bad)} of {len(params)} parameter tensors); "
             "parameters left at their values before this step"
         )
     optimizer.step()
@@ -305,7 +305,7 @@ class Trainer:
                 except NonFiniteError as error:
                     self.save()
                     where = f"; last good state saved to {self.checkpoint}" if self.checkpoint else ""
-                    raise NonFiniteError(f"{error}{where}") from error
+                    raise NonFiniteError(f"step {step}: {error}{where}") from error
                 record = {"step": step, **record, "time": time.perf_counter() - start}
                 self.history.append(record)
                 self.step = step

@@ -1,0 +1,238 @@
+"""Experiment I: gradient estimation against an exact reference.
+
+Model: ``z1, z2 ~ N(0, 1)``, ``x | z ~ N(softplus(b . z) - |b|^2, sigma_x^2)``, ``x`` scalar. For each
+``(b, sigma_x)`` and a set of data points ``x*`` drawn from the model, the exact per-point gradient
+``grad_b log p(x*)`` comes from 2-D Gauss-Hermite quadrature (:mod:`alws.evaluate`); every estimator
+is scored by its relative L2 error and cosine similarity against it, over repeats, as the number
+of sleep samples ``N`` grows.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import distributions as D
+from torch import nn
+from tqdm.auto import tqdm
+
+from .. import evaluate
+from ..errors import ConfigError
+from ..learner import ALWS
+from ..model import LatentVariableModel
+from .base import ExperimentConfig
+
+NAME = "gradient-estimation"
+DESCRIPTION = "Experiment I: ALWS gradient error vs sleep samples against exact quadrature gradients"
+
+
+class SoftplusRegression(LatentVariableModel):
+    """``z ~ N(0, I_2)``, ``x | z ~ N(softplus(b . z) - |b|^2, sigma_x^2)``; parameter ``b [2]``; ``x: [n, 1]``."""
+
+    def __init__(self, b, sigma_x: float):
+        super().__init__()
+        self.b = nn.Parameter(torch.as_tensor(b, dtype=torch.float64).clone())
+        self.register_buffer("sigma_x", torch.tensor(float(sigma_x), dtype=torch.float64))
+
+    def sample(self, n):
+        z = torch.randn(n, 2, dtype=self.b.dtype, device=self.b.device)
+        return z, self.likelihood(z).sample()
+
+    def log_prior(self, z):
+        return D.Normal(0.0, 1.0).log_prob(z).sum(1)
+
+    def likelihood(self, z):
+        mean = nn.functional.softplus(z @ self.b) - self.b @ self.b
+        return D.Normal(mean[:, None], self.sigma_x)
+
+
+@dataclass
+class Config(ExperimentConfig):
+    """Defaults give the full run (about 3 minutes on 2 CPU cores)."""
+
+    b_values: tuple[tuple[float, float], ...] = ((1.0, 0.5), (1.5, -1.0))
+    sigma_x_values: tuple[float, ...] = (0.1, 1.0)
+    n_sleep_values: tuple[int, ...] = (100, 300, 1000, 3000)
+    estimators: tuple[str, ...] = ("alws-exact", "alws-exact-ef", "alws-exact-plain", "alws-rff", "alws-nystrom")
+    n_points: int = 50
+    repeats: int = 20
+    n_features: int = 300
+    select_max: int = 500
+    quadrature_nodes: int = 100
+
+    def validate(self):
+        super().validate()
+        if not self.b_values or any(len(b) != 2 for b in self.b_values):
+            raise ConfigError(f"b_values must be a non-empty list of 2-vectors, got {self.b_values!r}")
+        if not self.sigma_x_values or any(s <= 0 for s in self.sigma_x_values):
+            raise ConfigError(f"sigma_x_values must be positive, got {self.sigma_x_values!r}")
+        if not self.n_sleep_values or any(n < 2 for n in self.n_sleep_values):
+            raise ConfigError(f"n_sleep_values must be integers >= 2, got {self.n_sleep_values!r}")
+        unknown = [e for e in self.estimators if e not in ESTIMATORS]
+        if unknown or not self.estimators:
+            raise ConfigError(f"unknown estimators {unknown}; valid: {', '.join(ESTIMATORS)}")
+        for key in ("n_points", "repeats", "n_features", "quadrature_nodes"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if self.select_max < 2:
+            raise ConfigError(f"select_max must be >= 2, got {self.select_max}")
+
+
+PRESETS = {
+    "smoke": {
+        "b_values": [[1.0, 0.5]],
+        "sigma_x_values": [1.0],
+        "n_sleep_values": [100, 300],
+        "n_points": 10,
+        "repeats": 2,
+        "n_features": 100,
+        "quadrature_nodes": 40,
+    }
+}
+
+#: Estimator name -> options of :func:`alws.gradient`.
+ESTIMATORS = {
+    "alws-exact": {"regression": "exact"},
+    "alws-exact-ef": {"regression": "exact", "exponential_family": True},
+    "alws-exact-plain": {"regression": "exact", "exponential_family": False},
+    "alws-rff": {"regression": "rff"},
+    "alws-nystrom": {"regression": "nystrom"},
+}
+
+
+def _summary(values: np.ndarray) -> dict:
+    """Per-N summary of ``values [n_N, repeats]``."""
+    return {
+        "median": np.median(values, 1).tolist(),
+        "q25": np.quantile(values, 0.25, 1).tolist(),
+        "q75": np.quantile(values, 0.75, 1).tolist(),
+        "mean": values.mean(1).tolist(),
+        "std": values.std(1).tolist(),
+        "all": values.tolist(),
+    }
+
+
+def exact_reference(model, x, nodes):
+    """Per-point exact gradient and its quadrature error (nodes vs 2 * nodes)."""
+    exact = evaluate.exact_gradient(model, x, dim=2, n_nodes=nodes, reduce="none")
+    finer = evaluate.exact_gradient(model, x, dim=2, n_nodes=2 * nodes, reduce="none")
+    return finer, evaluate.relative_error(exact, finer, batched=True)
+
+
+def run_setting(config: Config, b, sigma_x, index: int, bar) -> dict:
+    """All estimators at one ``(b, sigma_x)``."""
+    torch.manual_seed(config.seed * 1000 + index)
+    model = SoftplusRegression(b, sigma_x).to(config.device)
+    with torch.no_grad():
+        _, x = model.sample(config.n_points)
+    exact, quad_error = exact_reference(model, x, config.quadrature_nodes)
+    out = {
+        "b": list(b),
+        "sigma_x": sigma_x,
+        "n_points": config.n_points,
+        "quadrature_relative_error": quad_error,
+        "exact_gradient_norm": float(torch.linalg.norm(exact["b"], dim=1).mean()),
+        "estimators": {},
+    }
+    for name in config.estimators:
+        options = {**ESTIMATORS[name], "n_features": config.n_features, "select_max": config.select_max}
+        errors = np.zeros((len(config.n_sleep_values), config.repeats))
+        cosines, seconds = np.zeros_like(errors), np.zeros_like(errors)
+        paths = []
+        for i, n_sleep in enumerate(config.n_sleep_values):
+            # One learner per N: hyper-parameters (and path) are selected by leave-one-out on the
+            # first repeat and then held, as in training between re-selections.
+            learner = ALWS(model, n_sleep=n_sleep, select_every=0, **options)
+            for r in range(config.repeats):
+                torch.manual_seed(10_000 * index + 100 * r + i)
+                start = time.perf_counter()
+                estimate, record = learner.per_point_gradients(x)
+                seconds[i, r] = time.perf_counter() - start
+                errors[i, r] = evaluate.relative_error(estimate, exact, batched=True)
+                cosines[i, r] = evaluate.cosine_similarity(estimate, exact, batched=True)
+                bar.update(1)
+            paths.append({k: record[k] for k in ("path", "bandwidth", "ridge", "loo_error")})
+        out["estimators"][name] = {
+            "budget": "n_sleep",
+            "n_sleep": list(config.n_sleep_values),
+            "relative_error": _summary(errors),
+            "cosine": _summary(cosines),
+            "seconds": _summary(seconds),
+            "options": dict(options),
+            "selected": paths,
+        }
+    return out
+
+
+def run(config: Config, ctx) -> dict:
+    settings = [(b, s) for b in config.b_values for s in config.sigma_x_values]
+    total = len(settings) * len(config.estimators) * len(config.n_sleep_values) * config.repeats
+    bar = tqdm(total=total, desc=NAME, disable=ctx.progress is False, dynamic_ncols=True)
+    results = []
+    for index, (b, sigma_x) in enumerate(settings):
+        key = f"setting-{index}"
+        cached = (ctx.out_dir / "stages" / f"{key}.json").exists()
+        results.append(ctx.stage(key, lambda: run_setting(config, b, sigma_x, index, bar)))
+        if cached:
+            bar.update(len(config.estimators) * len(config.n_sleep_values) * config.repeats)
+        ctx.log.info("setting %d (b=%s, sigma_x=%s) done", index, b, sigma_x)
+    bar.close()
+    out = {"settings": results, "table": table_rows(results)}
+    figure(results, ctx)
+    print(report(out))
+    return out
+
+
+def table_rows(settings: list) -> list:
+    """One row per (setting, estimator, N): median relative error and cosine."""
+    rows = []
+    for s in settings:
+        for name, est in s["estimators"].items():
+            budgets = est[est.get("budget", "n_sleep")]
+            for i, budget in enumerate(budgets):
+                rows.append(
+                    {
+                        "b": s["b"],
+                        "sigma_x": s["sigma_x"],
+                        "estimator": name,
+                        "budget": budget,
+                        "relative_error_median": est["relative_error"]["median"][i],
+                        "relative_error_iqr": [est["relative_error"]["q25"][i], est["relative_error"]["q75"][i]],
+                        "cosine_median": est["cosine"]["median"][i],
+                        "seconds_mean": est["seconds"]["mean"][i],
+                    }
+                )
+    return rows
+
+
+def report(results: dict) -> str:
+    """Text table of the median relative error (and cosine) of each estimator."""
+    lines = [f"{'b':>14} {'sigma_x':>7} {'estimator':<18} {'N':>6} {'rel.err':>8} {'IQR':>17} {'cosine':>7} {'s/est':>7}"]
+    for row in results["table"]:
+        b = "(" + ", ".join(f"{v:g}" for v in row["b"]) + ")"
+        lo, hi = row["relative_error_iqr"]
+        lines.append(
+            f"{b:>14} {row['sigma_x']:>7g} {row['estimator']:<18} {row['budget']:>6} {row['relative_error_median']:>8.4f} "
+            f"{'[' + f'{lo:.3f}, {hi:.3f}' + ']':>17} {row['cosine_median']:>7.4f} {row['seconds_mean']:>7.3f}"
+        )
+    return "\n".join(lines)
+
+
+def figure(settings: list, ctx) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(2, len(settings), figsize=(4 * len(settings), 6.5), squeeze=False)
+    for j, s in enumerate(settings):
+        for name, est in s["estimators"].items():
+            n = est[est.get("budget", "n_sleep")]
+            for row, metric in enumerate(("relative_error", "cosine")):
+                m = est[metric]
+                (line,) = axes[row, j].plot(n, m["median"], "o-", label=name)
+                axes[row, j].fill_between(n, m["q25"], m["q75"], color=line.get_color(), alpha=0.2)
+        axes[0, j].set(xscale="log", yscale="log", title=f"b={tuple(s['b'])}, $\\sigma_x$={s['sigma_x']:g}", ylabel="relative error")
+        axes[1, j].set(xscale="log", xlabel="sleep samples N", ylabel="cosine similarity")
+    axes[0, 0].legend(fontsize=8)
+    fig.suptitle("Experiment I: gradient error vs exact quadrature (median, interquartile band)")
+    ctx.save_figure(fig, "gradient_error")

@@ -1,0 +1,121 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import alws
+from alws.errors import CheckpointError, NonFiniteError
+from alws.models import LinearGaussian
+
+
+def test_fit_raises_the_data_log_likelihood_towards_the_maximum(linear_gaussian_data):
+    truth, data, model = linear_gaussian_data
+    with torch.no_grad():
+        start = float(model.log_marginal(data).mean())
+        best = float(truth.log_marginal(data).mean())  # the maximum is at least this
+    history = alws.fit(model, data, steps=150, batch_size=100, n_sleep=300, lr=3e-2, seed=0, progress=False)
+    with torch.no_grad():
+        end = float(model.log_marginal(data).mean())
+    assert len(history) == 150
+    assert end > start + 0.5
+    assert end > best - 0.1
+    assert set(history[0]) >= {"step", "loss", "loo_error", "bandwidth", "ridge", "ess", "grad_norm", "time"}
+
+
+def run(tmp_path, steps, interrupt_at=None, resume=False, regression="exact"):
+    torch.manual_seed(1)
+    model = LinearGaussian(3, 1)
+    torch.manual_seed(2)
+    data = torch.randn(200, 3)
+
+    def interrupt(step, record):
+        if step == interrupt_at:
+            raise KeyboardInterrupt
+
+    alws.fit(
+        model, data, steps=steps, batch_size=32, n_sleep=120, lr=1e-2, seed=3, progress=False,
+        checkpoint=tmp_path / "ckpt.pt", checkpoint_every=4, resume=resume, callbacks=[interrupt],
+        regression=regression, select_every=3, n_features=50,
+    )
+    return model
+
+
+@pytest.mark.parametrize("regression", ["exact", "rff", "nystrom"])
+def test_resume_after_interruption_gives_the_uninterrupted_parameters(tmp_path, regression):
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    straight = run(tmp_path / "a", 10, regression=regression)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "b", 10, interrupt_at=6, regression=regression)
+    resumed = run(tmp_path / "b", 10, resume=True, regression=regression)
+    for (name, p), q in zip(straight.named_parameters(), resumed.parameters()):
+        assert torch.equal(p, q), name
+    saved = torch.load(tmp_path / "b" / "ckpt.pt", weights_only=False)
+    assert saved["step"] == 10 and len(saved["history"]) == 10
+
+
+def test_existing_checkpoint_is_not_overwritten_without_resume(tmp_path):
+    run(tmp_path, 4)
+    with pytest.raises(CheckpointError, match="already exists"):
+        run(tmp_path, 4)
+
+
+def test_resume_refuses_a_checkpoint_of_another_model_or_config(tmp_path):
+    run(tmp_path, 4)
+    data = torch.randn(200, 3)
+    with pytest.raises(CheckpointError, match="parameters"):
+        alws.fit(LinearGaussian(3, 2), data, steps=8, checkpoint=tmp_path / "ckpt.pt", resume=True, progress=False)
+    with pytest.raises(CheckpointError, match="n_sleep"):
+        alws.fit(LinearGaussian(3, 1), data, steps=8, batch_size=32, n_sleep=99, checkpoint=tmp_path / "ckpt.pt", resume=True, progress=False)
+
+
+def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
+    run(tmp_path, 4)
+    good = (tmp_path / "ckpt.pt").read_bytes()
+
+    def broken_save(obj, handle):
+        handle.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError):
+        alws.training.atomic_save({"x": 1}, tmp_path / "ckpt.pt")
+    assert (tmp_path / "ckpt.pt").read_bytes() == good
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pt"]
+
+
+class Poisonable(LinearGaussian):
+    poisoned = False
+
+    def log_joint(self, z, x):
+        out = super().log_joint(z, x)
+        return out * math.nan if self.poisoned else out
+
+
+def test_non_finite_loss_stops_with_the_step_and_keeps_finite_parameters(tmp_path):
+    torch.manual_seed(0)
+    model = Poisonable(3, 1)
+    data = torch.randn(100, 3)
+    snapshot = {}
+
+    def poison(step, record):
+        if step == 3:
+            snapshot.update({k: p.detach().clone() for k, p in model.named_parameters()})
+            model.poisoned = True
+
+    with pytest.raises(NonFiniteError, match="step 4"):
+        alws.fit(model, data, steps=10, n_sleep=50, progress=False, callbacks=[poison], exponential_family=False,
+                 checkpoint=tmp_path / "c.pt", checkpoint_every=100)
+    for k, p in model.named_parameters():
+        assert torch.isfinite(p).all()
+        assert torch.equal(p, snapshot[k])
+    assert torch.load(tmp_path / "c.pt", weights_only=False)["step"] == 3
+
+
+def test_stop_training_from_a_callback_ends_cleanly(tmp_path):
+    def stop(step, record):
+        if step == 2:
+            raise alws.StopTraining
+
+    history = alws.fit(LinearGaussian(2, 1), torch.randn(50, 2), steps=10, n_sleep=30, progress=False, callbacks=[stop])
+    assert len(history) == 2 and history.column("step") == [1, 2]

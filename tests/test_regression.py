@@ -1,0 +1,108 @@
+import pytest
+import torch
+
+from alws import regression
+from alws.errors import NotPositiveDefiniteError
+from alws.kernels import GaussianKernel, Kernel
+
+K = GaussianKernel()
+
+
+def data(n=80, d=2, q=3, b=7, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g, dtype=torch.float64)
+    y = torch.sin(x.sum(1, keepdim=True) * torch.arange(1, q + 1)) + 0.1 * torch.randn(n, q, generator=g, dtype=torch.float64)
+    return x, y, torch.randn(b, d, generator=g, dtype=torch.float64)
+
+
+def direct_prediction(features_x, features_w, y, ridge, center, gram=None):
+    """float64 ridge prediction by torch.linalg.solve, from features or from a Gram matrix."""
+    n = y.shape[0]
+    mean = y.mean(0, keepdim=True) if center else torch.zeros_like(y[:1])
+    if gram is not None:
+        kxx, kwx = gram
+        alpha = torch.linalg.solve(kxx + n * ridge * torch.eye(n, dtype=y.dtype), y - mean)
+        return kwx @ alpha + mean
+    beta = torch.linalg.solve(features_x.T @ features_x + n * ridge * torch.eye(features_x.shape[1], dtype=y.dtype), features_x.T @ (y - mean))
+    return features_w @ beta + mean
+
+
+@pytest.mark.parametrize("center", [True, False])
+def test_exact_krr_matches_direct_solve(center):
+    x, y, xw = data()
+    reg = regression.ExactKRR(K, center).fit(x, 0.8, 1e-3)
+    expected = direct_prediction(None, None, y, 1e-3, center, gram=(K(x, x, 0.8), K(xw, x, 0.8)))
+    assert torch.allclose(reg.predict(xw, y), expected, atol=1e-9)
+
+
+@pytest.mark.parametrize("center", [True, False])
+@pytest.mark.parametrize("name", ["rff", "nystrom"])
+def test_feature_ridge_matches_direct_solve_with_the_same_features(name, center):
+    torch.manual_seed(0)
+    x, y, xw = data(n=300)
+    reg = regression.make_regressor(name, K, n_features=60, center=center, chunk_size=37).fit(x, 0.8, 1e-4)
+    expected = direct_prediction(reg.psi(x), reg.psi(xw), y, 1e-4, center)
+    assert torch.allclose(reg.predict(xw, y), expected, atol=1e-8)
+
+
+def test_feature_ridge_approaches_exact_krr_with_many_features():
+    torch.manual_seed(0)
+    x, y, xw = data(n=200)
+    exact = regression.ExactKRR(K).fit(x, 1.0, 1e-3).predict(xw, y)
+    for name in ("rff", "nystrom"):
+        approx = regression.make_regressor(name, K, n_features=4000 if name == "rff" else 200).fit(x, 1.0, 1e-3).predict(xw, y)
+        assert (approx - exact).abs().max() < 0.05, name
+
+
+def test_centered_weights_sum_to_one_per_wake_point():
+    x, _, xw = data()
+    a = regression.ExactKRR(K).fit(x, 1.0, 1e-2).weights(xw, torch.eye(xw.shape[0], dtype=x.dtype))
+    assert torch.allclose(a.sum(0), torch.ones(xw.shape[0], dtype=x.dtype))
+    a_raw = regression.ExactKRR(K, center=False).fit(x, 1.0, 1e-2).weights(xw, torch.eye(xw.shape[0], dtype=x.dtype))
+    assert not torch.allclose(a_raw.sum(0), torch.ones(xw.shape[0], dtype=x.dtype), atol=1e-3)
+
+
+@pytest.mark.parametrize("center", [True, False])
+def test_closed_form_loo_matches_brute_force(center):
+    x, y, _ = data(n=40, q=2)
+    bandwidths, ridges = [0.5, 1.5], [1e-3, 1e-1]
+    fast = regression.loo_errors(x, y, K, bandwidths, ridges, center)
+    yc = y - y.mean(0, keepdim=True) if center else y
+    var = yc.var(0, unbiased=False)
+    for i, bw in enumerate(bandwidths):
+        for j, lam in enumerate(ridges):
+            resid = []
+            for k in range(40):
+                keep = torch.arange(40) != k
+                # the closed form refits with the same ridge on the full system size n
+                gram = K(x[keep], x[keep], bw) + 40 * lam * torch.eye(39, dtype=x.dtype)
+                pred = K(x[k : k + 1], x[keep], bw) @ torch.linalg.solve(gram, yc[keep])
+                resid.append(yc[k] - pred[0])
+            brute = ((torch.stack(resid) ** 2).mean(0) / var).mean()
+            assert fast[i, j] == pytest.approx(float(brute), rel=1e-8)
+
+
+def test_selection_returns_the_grid_minimum():
+    x, y, _ = data(n=60)
+    sel = regression.select_hyperparameters(x, y, K, [0.1, 1.0, 10.0], [1e-6, 1e-2, 10.0])
+    errors = torch.tensor(sel.grid["loo_errors"])
+    assert sel.loo_error == pytest.approx(float(errors.min()))
+    assert sel.ridge != 10.0 and sel.bandwidth != 10.0  # a huge ridge or bandwidth cannot fit sin features
+
+
+class NegativeKernel(Kernel):
+    """Not positive definite: minus a Gaussian."""
+
+    def from_squared_distances(self, d2, bandwidth):
+        return -torch.exp(-d2 / (2 * bandwidth**2))
+
+
+def test_non_positive_definite_kernel_reports_condition_number():
+    x, _, _ = data(n=30)
+    with pytest.raises(NotPositiveDefiniteError, match="condition number"):
+        regression.ExactKRR(NegativeKernel()).fit(x, 1.0, 1e-6)
+
+
+def test_auto_backend_uses_exact_for_small_and_rff_for_large_n():
+    assert regression.choose_backend(1000) == "exact"
+    assert regression.choose_backend(50_000) == "rff"
