@@ -235,4 +235,5 @@ def figure(settings: list, ctx) -> None:
         axes[1, j].set(xscale="log", xlabel="sleep samples N", ylabel="cosine similarity")
     axes[0, 0].legend(fontsize=8)
     fig.suptitle("Experiment I: gradient error vs exact quadrature (median, interquartile band)")
+    fig.tight_layout()
     ctx.save_figure(fig, "gradient_error")
