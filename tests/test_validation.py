@@ -110,3 +110,13 @@ def test_bad_fit_arguments(model):
     for kwargs, word in [({"steps": 0}, "steps"), ({"batch_size": 0}, "batch_size"), ({"lr": -1.0}, "lr"), ({"optimizer": "lbfgs2"}, "optimizer")]:
         with pytest.raises(ValueError, match=word):
             alws.fit(model, torch.randn(10, 3), progress=False, **kwargs)
+
+
+def test_data_is_converted_to_the_dtype_of_the_model_samples(model):
+    as_double = torch.randn(10, 3, dtype=torch.float64)
+    grads = alws.gradient(model, as_double, n_sleep=20)
+    assert all(g.dtype == torch.float32 for g in grads.values())
+    x = alws.validation.check_data(torch.tensor([[1.0], [2.0]]), (1,), dtype=torch.long)
+    assert x.dtype == torch.long
+    with pytest.raises(DataError, match="non-integer"):
+        alws.validation.check_data(torch.tensor([[1.5]]), (1,), dtype=torch.long)

@@ -378,7 +378,7 @@ def gradient(
     """
     check_choice("reduce", reduce, ["mean", "none"])
     info = check_model(model, x)
-    x = check_data(x, info.x_shape).to(device=info.device)
+    x = check_data(x, info.x_shape, dtype=info.x_dtype).to(device=info.device)
     learner = ALWS(model, n_sleep=n_sleep, regression=regression, **options)
     named = _trainable(model)
     devices = [info.device] if info.device.type == "cuda" else []
@@ -440,9 +440,7 @@ def fit(
     check_int("checkpoint_every", checkpoint_every, 1)
     check_positive("lr", lr)
     info = check_model(model, data)
-    data = check_data(data, info.x_shape).to(device=info.device)
-    if data.is_floating_point():
-        data = data.to(info.x_dtype)
+    data = check_data(data, info.x_shape, dtype=info.x_dtype).to(device=info.device)
     learner = ALWS(model, n_sleep=n_sleep, **options)
     opt = make_optimizer(optimizer, [p for _, p in _trainable(model)], lr)
 

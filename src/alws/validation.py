@@ -67,11 +67,13 @@ def check_finite(x: torch.Tensor, name: str = "data") -> None:
             raise DataError(f"{name} contains {count} non-finite ({kind}) value(s); first at index {first}")
 
 
-def check_data(x: Any, sample_shape: Sequence[int] | None = None, name: str = "data") -> torch.Tensor:
+def check_data(x: Any, sample_shape: Sequence[int] | None = None, name: str = "data", dtype: torch.dtype | None = None) -> torch.Tensor:
     """Validate data ``x`` of shape ``[M, *sample_shape]`` and return it as a tensor.
 
     Raises :class:`DataError` for empty data, a per-sample shape other than ``sample_shape``
-    (the shape of one ``x`` drawn by ``model.sample``), and NaN or infinite entries.
+    (the shape of one ``x`` drawn by ``model.sample``), and NaN or infinite entries. With
+    ``dtype`` (that of the model's samples) the data are converted to it; a conversion that would
+    change values (non-integers to an integer type) is refused.
     """
     x = as_tensor(x, name)
     if x.dim() == 0:
@@ -84,6 +86,11 @@ def check_data(x: Any, sample_shape: Sequence[int] | None = None, name: str = "d
             f"samples x have per-sample shape {tuple(sample_shape)}"
         )
     check_finite(x, name)
+    if dtype is not None and x.dtype != dtype:
+        converted = x.to(dtype)
+        if not dtype.is_floating_point and not dtype.is_complex and not bool((converted.to(x.dtype) == x).all()):
+            raise DataError(f"{name} has non-integer values but the model's samples x are {dtype}; convert or round the data")
+        x = converted
     return x
 
 
