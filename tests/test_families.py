@@ -16,6 +16,7 @@ def make(cls, shape, gen):
         D.Exponential: lambda: D.Exponential(u()),
         D.Gamma: lambda: D.Gamma(u() * 2, u()),
         D.Beta: lambda: D.Beta(u(), u()),
+        D.LogNormal: lambda: D.LogNormal(torch.randn(shape, generator=gen, dtype=torch.float64), u()),
         D.Dirichlet: lambda: D.Dirichlet(u().unsqueeze(-1).expand(*shape, 3) + torch.rand(*shape, 3, generator=gen, dtype=torch.float64)),
     }[cls]()
 

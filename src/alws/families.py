@@ -30,6 +30,8 @@ SUFFICIENT_STATISTICS: dict[type, Callable[[torch.Tensor], tuple]] = {
     D.Gamma: lambda x: (torch.log(x), x),
     D.Beta: lambda x: (torch.log(x), torch.log1p(-x)),
     D.Dirichlet: lambda x: (torch.log(x),),
+    # LogNormal is a Normal in log x: base measure 1/x (parameter-free), S = (log x, log^2 x).
+    D.LogNormal: lambda x: (torch.log(x), torch.log(x) ** 2),
 }
 
 
@@ -58,6 +60,8 @@ def _check(dist: D.Distribution) -> D.Distribution:
 def natural_terms(dist: D.Distribution, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``(eta [n, S], Phi [n])`` of a likelihood distribution over ``n`` samples."""
     base = _check(dist)
+    if isinstance(base, D.LogNormal):
+        base = base.base_dist
     eta = torch.cat([p.expand(base.batch_shape + base.event_shape).reshape(n, -1) for p in base._natural_params], 1)
     phi = base._log_normalizer(*base._natural_params)
     return eta, phi.expand(base.batch_shape).reshape(n, -1).sum(1)

@@ -83,12 +83,21 @@ class ExponentialFamilyTerms:
 
 
 def exponential_family(model: nn.Module) -> ExponentialFamilyTerms | None:
-    """Fast-path accessor when ``model`` has the hooks (see module docstring), else ``None``."""
+    """Fast-path accessor when ``model`` has the hooks (see module docstring), else ``None``.
+
+    A ``likelihood(z)`` whose family has no registered sufficient statistics (see
+    :mod:`alws.families`) gives ``None``: such a model uses the plain log-joint path.
+    """
     if not callable(getattr(model, "log_prior", None)):
         return None
     terms = ExponentialFamilyTerms(model)
-    if terms.explicit or callable(getattr(model, "likelihood", None)):
+    if terms.explicit:
         return terms
+    if callable(getattr(model, "likelihood", None)):
+        with torch.no_grad():
+            z, _ = model.sample(1)
+            if families.is_supported(model.likelihood(z)):
+                return terms
     return None
 
 

@@ -1,0 +1,81 @@
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+import alws
+from alws.errors import DataError
+from alws.experiments import blowfly
+
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "blowfly.csv"
+
+
+def gamma_log_density(x, shape, rate):
+    return shape * math.log(rate) - math.lgamma(shape) + (shape - 1) * math.log(x) - rate * x
+
+
+def test_log_joint_equals_a_direct_evaluation_for_a_hand_made_trajectory():
+    model = blowfly.Blowfly(n_steps=5, max_lag=3, P=5.0, N0=300.0, delta=0.3, sigma_p=0.6, sigma_d=0.4, sigma_n=0.2, initial=500.0)
+    with torch.no_grad():
+        model.lag_logits.copy_(torch.tensor([0.1, -0.4, 0.7], dtype=torch.float64))
+        model.log_initial.copy_(torch.log(torch.tensor([400.0, 450.0, 520.0], dtype=torch.float64)))
+    tau = 2
+    e = [0.8, 1.3, 0.9, 1.1, 0.7]
+    eps = [1.2, 0.6, 1.0, 0.9, 1.4]
+    x = [510.0, 640.0, 700.0, 590.0, 610.0]
+    # direct evaluation, in plain Python
+    logits = [0.1, -0.4, 0.7]
+    lse = math.log(sum(math.exp(v) for v in logits))
+    total = logits[tau - 1] - lse
+    for value in e:
+        total += gamma_log_density(value, 0.6**-2, 0.6**-2)
+    for value in eps:
+        total += gamma_log_density(value, 0.4**-2, 0.4**-2)
+    populations = [400.0, 450.0, 520.0]
+    for t in range(5):
+        lagged = populations[-tau]
+        populations.append(5.0 * lagged * math.exp(-lagged / 300.0) * e[t] + populations[-1] * math.exp(-0.3 * eps[t]))
+        mu = math.log(populations[-1])
+        total += -math.log(x[t] * 0.2 * math.sqrt(2 * math.pi)) - (math.log(x[t]) - mu) ** 2 / (2 * 0.2**2)
+    z = (torch.tensor([tau]), torch.tensor([e], dtype=torch.float64), torch.tensor([eps], dtype=torch.float64))
+    ours = model.log_joint(z, torch.tensor([x], dtype=torch.float64))
+    assert float(ours.detach()) == pytest.approx(total, rel=1e-12)
+
+
+def test_model_follows_the_protocol_and_samples_are_positive():
+    torch.manual_seed(0)
+    model = blowfly.Blowfly(n_steps=60)
+    alws.check_model(model)
+    _, x = model.sample(8)
+    assert x.shape == (8, 60) and (x > 0).all() and torch.isfinite(x).all()
+
+
+@pytest.mark.skipif(not SHARED.exists(), reason="shared blowfly data not present")
+def test_reads_the_shared_blowfly_series():
+    counts = blowfly.load_counts(SHARED)
+    assert counts.shape == (180,) and float(counts.min()) == 60 and float(counts.max()) == 8921
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("day,adults\n", "header line and data rows"),
+        ("day,name\nmon,a\ntue,b\n", "no numeric column"),
+        ("day,adults\n2,10\n4,many\n", "line 3: 'adults' is not a number"),
+        ("day,adults\n2,10\n4,-3\n" + "".join(f"{6 + 2 * i},5\n" for i in range(25)), "line 3: count -3 is negative"),
+        ("day,adults\n2,10\n4,nan\n" + "".join(f"{6 + 2 * i},5\n" for i in range(25)), "line 3: count 'nan' is not finite"),
+        ("day,adults\n" + "".join(f"{2 * i},5\n" for i in range(10)), r"at least max_lag \+ 1 = 21"),
+    ],
+)
+def test_bad_csv_files_are_refused_naming_file_and_line(tmp_path, text, message):
+    path = tmp_path / "counts.csv"
+    path.write_text(text)
+    with pytest.raises(DataError, match=message) as info:
+        blowfly.load_counts(path)
+    assert str(path) in str(info.value)
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        blowfly.load_counts(tmp_path / "nope.csv")

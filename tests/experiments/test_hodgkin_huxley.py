@@ -1,0 +1,49 @@
+import pytest
+import torch
+
+import alws
+from alws.errors import ConfigError
+from alws.experiments import hodgkin_huxley as hh
+
+
+def test_true_parameters_spike_during_the_step_current_and_rest_without_it():
+    steps = 1000  # 50 ms at dt = 0.05 ms; current on from 5 ms to 45 ms
+    torch.manual_seed(0)
+    driven = hh.HodgkinHuxley(hh.step_current(steps, 10.0, 0.5)).simulate(3)
+    for trace in driven:
+        times = hh.spike_times(trace, 0.05)
+        assert len(times) >= 5
+        assert all(5.0 <= t <= 46.0 for t in times)  # none before the current starts
+    resting = hh.HodgkinHuxley(torch.zeros(steps)).simulate(3)
+    assert all(hh.spike_times(trace, 0.05) == [] for trace in resting)
+    assert resting.max() < -60
+
+
+@pytest.mark.parametrize("singular_u", [13.0, 15.0, 40.0])
+def test_rate_functions_are_finite_and_continuous_at_their_removable_singularities(singular_u):
+    v_t = torch.tensor(-60.0, dtype=torch.float64)
+    eps = torch.tensor([-1e-3, -1e-7, 0.0, 1e-7, 1e-3], dtype=torch.float64)
+    v = (v_t + singular_u + eps).requires_grad_(True)
+    values = torch.stack(hh.rates(v, v_t))
+    assert torch.isfinite(values).all()
+    # continuity: the value at the singular point is within O(eps) of its neighbours
+    assert (values[:, 2:3] - values).abs().max() < 1e-3
+    assert torch.autograd.grad(values.sum(), v)[0].isfinite().all()
+
+
+def test_x_over_expm1_matches_the_direct_formula_away_from_zero():
+    y = torch.tensor([-3.0, -0.5, 0.5, 3.0], dtype=torch.float64)
+    assert torch.allclose(hh.x_over_expm1(y), y / torch.expm1(y))
+    assert float(hh.x_over_expm1(torch.tensor(0.0, dtype=torch.float64))) == 1.0
+
+
+def test_log_joint_follows_the_protocol_and_the_fast_path_hooks_agree():
+    model = hh.HodgkinHuxley(hh.step_current(200, 10.0, 0.5), params=hh.WRONG_START)
+    info = alws.check_model(model)  # also checks the hooks against log_joint
+    assert info.exponential_family and info.x_shape == (200,)
+    assert model.values()["g_Na"] == pytest.approx(40.0)
+
+
+def test_non_positive_time_step_is_refused():
+    with pytest.raises(ConfigError, match="dt"):
+        hh.HodgkinHuxley(torch.zeros(10), dt=0.0)
