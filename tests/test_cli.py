@@ -50,3 +50,9 @@ def test_run_report_and_resume(tmp_path, capsys):
 def test_python_dash_m_entry_point():
     result = subprocess.run([sys.executable, "-m", "alws", "list"], capture_output=True, text=True, check=True)
     assert "gradient-estimation" in result.stdout
+
+
+def test_no_progress_bar_when_stderr_is_not_a_terminal(tmp_path, capsys):
+    # pytest captures stderr (not a TTY): the default must then print no bar
+    assert main(["run", "gradient-estimation", "--preset", "smoke", "--set", "repeats=1", "--out", str(tmp_path / "r")]) == 0
+    assert "it/s" not in capsys.readouterr().err

@@ -176,6 +176,11 @@ class RunContext:
         self.out_dir, self.progress, self.resume, self.log = out_dir, progress, resume, logger
         self.figures: list[str] = []
 
+    @property
+    def show_progress(self) -> bool:
+        """Progress bars: as asked, else only when stderr is a terminal."""
+        return sys.stderr.isatty() if self.progress is None else bool(self.progress)
+
     def checkpoint(self, name: str) -> Path:
         """Path for a training checkpoint named ``name`` (under ``checkpoints/``)."""
         path = self.out_dir / "checkpoints" / f"{name}.pt"

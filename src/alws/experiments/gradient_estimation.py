@@ -169,7 +169,7 @@ def run_setting(config: Config, b, sigma_x, index: int, bar) -> dict:
 def run(config: Config, ctx) -> dict:
     settings = [(b, s) for b in config.b_values for s in config.sigma_x_values]
     total = len(settings) * len(config.estimators) * len(config.n_sleep_values) * config.repeats
-    bar = tqdm(total=total, desc=NAME, disable=ctx.progress is False, dynamic_ncols=True)
+    bar = tqdm(total=total, desc=NAME, disable=not ctx.show_progress, dynamic_ncols=True)
     results = []
     for index, (b, sigma_x) in enumerate(settings):
         key = f"setting-{index}"
