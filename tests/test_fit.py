@@ -119,3 +119,14 @@ def test_stop_training_from_a_callback_ends_cleanly(tmp_path):
 
     history = alws.fit(LinearGaussian(2, 1), torch.randn(50, 2), steps=10, n_sleep=30, progress=False, callbacks=[stop])
     assert len(history) == 2 and history.column("step") == [1, 2]
+
+
+def test_penalty_is_added_to_the_loss_and_pulls_parameters():
+    torch.manual_seed(0)
+    data = torch.randn(100, 2) + 3.0
+    free, held = LinearGaussian(2, 1), LinearGaussian(2, 1)
+    held.load_state_dict(free.state_dict())
+    alws.fit(free, data, steps=60, n_sleep=100, lr=0.05, seed=0, progress=False)
+    history = alws.fit(held, data, steps=60, n_sleep=100, lr=0.05, seed=0, progress=False, penalty=lambda m: 100.0 * (m.bias**2).sum())
+    assert history[-1]["penalty"] >= 0
+    assert float(held.bias.norm()) < 0.5 * float(free.bias.norm())  # the data pull the bias to 3; the penalty to 0

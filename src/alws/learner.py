@@ -408,6 +408,7 @@ def fit(
     callbacks: Iterable[Callable] = (),
     progress: bool | None = None,
     clip_grad_norm: float | None = None,
+    penalty: Callable[[nn.Module], torch.Tensor] | None = None,
     **options,
 ) -> History:
     """Train ``model`` in place by maximum likelihood with ALWS gradients.
@@ -425,6 +426,8 @@ def fit(
         callbacks: ``cb(step, record)`` after each step; raise :class:`alws.StopTraining` to stop.
         progress: tqdm bar (default: only when stderr is a terminal).
         clip_grad_norm: optional gradient-norm clipping.
+        penalty: optional ``penalty(model) -> scalar`` added to the loss each step, e.g. minus a
+            log prior over the parameters divided by the number of data points (MAP terms).
         **options: passed to :class:`ALWS` (``regression``, ``kernel``, ``features``,
             ``bandwidth``, ``ridge``, ``select_every``, ``exponential_family``, ...).
 
@@ -446,6 +449,10 @@ def fit(
 
     def step(batch, index):
         loss, record = learner.loss(batch)
+        if penalty is not None:
+            extra = penalty(model)
+            record["penalty"] = float(extra.detach())
+            loss = loss + extra
         record["grad_norm"] = guarded_step(loss, opt, clip_grad_norm)
         return record
 
@@ -459,6 +466,7 @@ def fit(
             "optimizer": optimizer if isinstance(optimizer, str) else getattr(optimizer, "__qualname__", repr(optimizer)),
             "seed": seed,
             "clip_grad_norm": clip_grad_norm,
+            "penalty": None if penalty is None else getattr(penalty, "__qualname__", repr(penalty)),
             "data_shape": list(data.shape),
         },
     }

@@ -47,3 +47,23 @@ def test_log_joint_follows_the_protocol_and_the_fast_path_hooks_agree():
 def test_non_positive_time_step_is_refused():
     with pytest.raises(ConfigError, match="dt"):
         hh.HodgkinHuxley(torch.zeros(10), dt=0.0)
+
+
+def test_smoke_preset_runs_and_lowers_the_observation_noise_toward_the_truth(tmp_path):
+    from alws.experiments.base import run_experiment
+
+    results, out = run_experiment("hodgkin-huxley", "smoke", out_dir=tmp_path / "run", progress=False)
+    for name in ("results.json", "traces.png", "parameters.png"):
+        assert (out / name).exists(), name
+    errors = results["relative_error"]
+    # sigma_obs starts at 30 (truth 1); the fast path's gradient for it is large and negative.
+    assert errors["learned"]["sigma_obs"] < errors["initial"]["sigma_obs"]
+    assert results["spikes"]["data"]["spike_count"] > 0
+
+
+@pytest.mark.parametrize("override, message", [("dt=0", "dt must be > 0"), ("n_steps=10", "too short"), ("features=\"fft\"", "raw")])
+def test_config_errors(override, message):
+    from alws.experiments.base import load_experiment, resolve_config
+
+    with pytest.raises(ConfigError, match=message):
+        resolve_config(load_experiment("hodgkin-huxley"), overrides=[override])

@@ -43,6 +43,8 @@ __all__ = [
 #: Experiment name -> module under ``alws.experiments``.
 EXPERIMENTS = {
     "gradient-estimation": "gradient_estimation",
+    "blowfly": "blowfly",
+    "hodgkin-huxley": "hodgkin_huxley",
 }
 
 
