@@ -31,6 +31,7 @@ from ..training import atomic_write_text, seed_everything
 
 __all__ = [
     "ExperimentConfig",
+    "TrainingConfig",
     "RunContext",
     "EXPERIMENTS",
     "load_experiment",
@@ -59,6 +60,30 @@ class ExperimentConfig:
         """Raise :class:`ConfigError` for values out of range (subclasses extend this)."""
         if self.device != "cpu" and not self.device.startswith("cuda"):
             raise ConfigError(f"device must be 'cpu' or 'cuda[:k]', got {self.device!r}")
+
+
+@dataclass
+class TrainingConfig(ExperimentConfig):
+    """Fields of experiments that train a model with :func:`alws.fit`."""
+
+    steps: int = 200
+    n_sleep: int = 200
+    lr: float = 0.03
+    regression: str = "exact"
+    n_simulations: int = 20
+    record_every: int = 5
+
+    def validate(self) -> None:
+        super().validate()
+        for key in ("steps", "n_simulations", "record_every"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if self.n_sleep < 2:
+            raise ConfigError(f"n_sleep must be >= 2, got {self.n_sleep}")
+        if self.lr <= 0:
+            raise ConfigError(f"lr must be > 0, got {self.lr}")
+        if self.regression not in ("auto", "exact", "rff", "nystrom"):
+            raise ConfigError(f"unknown regression {self.regression!r}; valid: auto, exact, rff, nystrom")
 
 
 def load_experiment(name: str):

@@ -149,7 +149,7 @@ from dataclasses import dataclass, field  # noqa: E402
 
 from ..errors import ConfigError  # noqa: E402
 from ..learner import fit  # noqa: E402
-from .base import ExperimentConfig  # noqa: E402
+from .base import TrainingConfig  # noqa: E402
 
 NAME = "blowfly"
 DESCRIPTION = "Experiment V.2: blowfly population dynamics (Nicholson's series or simulated), summary statistics vs data"
@@ -161,30 +161,27 @@ START = {"P": 3.0, "N0": 1500.0, "delta": 0.4, "sigma_p": 1.0, "sigma_d": 1.0, "
 
 
 @dataclass
-class Config(ExperimentConfig):
+class Config(TrainingConfig):
     """Default: simulated data from :data:`SIMULATION_TRUTH`; set ``data_path`` for a CSV series."""
 
     data_path: str | None = None
     column: str | None = None
     n_steps: int = 180
     max_lag: int = 20
+    prior_scale: float = 2.0
     steps: int = 1500
     n_sleep: int = 1000
     lr: float = 0.05
-    regression: str = "exact"
     n_simulations: int = 200
-    prior_scale: float = 2.0
     record_every: int = 10
 
     def validate(self):
         super().validate()
-        for key in ("n_steps", "max_lag", "steps", "n_sleep", "n_simulations", "record_every"):
+        for key in ("n_steps", "max_lag"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
-        if self.n_sleep < 2:
-            raise ConfigError(f"n_sleep must be >= 2, got {self.n_sleep}")
-        if self.lr <= 0 or self.prior_scale <= 0:
-            raise ConfigError(f"lr and prior_scale must be > 0, got {self.lr}, {self.prior_scale}")
+        if self.prior_scale <= 0:
+            raise ConfigError(f"prior_scale must be > 0, got {self.prior_scale}")
         if self.n_steps < self.max_lag + 1:
             raise ConfigError(f"n_steps ({self.n_steps}) must be at least max_lag + 1 = {self.max_lag + 1}")
 

@@ -151,14 +151,14 @@ import time  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 
 from ..learner import fit  # noqa: E402
-from .base import ExperimentConfig  # noqa: E402
+from .base import TrainingConfig  # noqa: E402
 
 NAME = "hodgkin-huxley"
 DESCRIPTION = "Experiment V.1: noisy Hodgkin-Huxley neuron, parameters learned from simulated voltage traces"
 
 
 @dataclass
-class Config(ExperimentConfig):
+class Config(TrainingConfig):
     """Trace length ``n_steps`` Euler steps of ``dt`` ms; ``n_traces`` data traces from :data:`TRUTH`.
 
     ``exponential_family="true"`` (the default) forces the fast path: at the deliberately wrong
@@ -174,15 +174,9 @@ class Config(ExperimentConfig):
     n_traces: int = 10
     current: float = 10.0
     current_noise: float = 0.5
-    steps: int = 200
-    n_sleep: int = 200
-    lr: float = 0.03
     bin_steps: int = 20
     features: str = "raw"
     exponential_family: str = "true"
-    regression: str = "exact"
-    n_simulations: int = 20
-    record_every: int = 5
 
     def validate(self):
         super().validate()
@@ -196,11 +190,8 @@ class Config(ExperimentConfig):
             raise ConfigError(f"exponential_family must be 'auto', 'true' or 'false', got {self.exponential_family!r}")
         if self.bin_steps < 1 or self.bin_steps > self.n_steps:
             raise ConfigError(f"bin_steps must be in 1..n_steps, got {self.bin_steps}")
-        for key in ("n_traces", "steps", "n_simulations", "record_every"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
-        if self.n_sleep < 2 or self.lr <= 0:
-            raise ConfigError(f"n_sleep must be >= 2 and lr > 0, got {self.n_sleep}, {self.lr}")
+        if self.n_traces < 1:
+            raise ConfigError(f"n_traces must be >= 1, got {self.n_traces}")
 
 
 PRESETS = {"smoke": {"n_steps": 300, "n_traces": 4, "steps": 12, "n_sleep": 60, "n_simulations": 4, "record_every": 2, "bin_steps": 10}}
