@@ -5,12 +5,15 @@ from pathlib import Path
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def test_readme_quickstart_runs():
+def test_readme_python_blocks_run_in_order():
     blocks = re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
-    assert blocks, "README.md has no python block"
+    assert len(blocks) >= 2, "README.md should hold the quickstart and the Pyro example"
     namespace = {"__name__": "readme"}
-    exec(compile(blocks[0], str(README), "exec"), namespace)  # noqa: S102
+    for block in blocks:
+        exec(compile(block, str(README), "exec"), namespace)  # noqa: S102
     assert namespace["history"][-1]["step"] == namespace["STEPS"]
+    locs = sorted(namespace["pyro_model"].unconstrained["locs"].tolist())
+    assert locs[0] < -1.5 and locs[1] > 2.5
 
 
 def test_readme_and_ci_agree_on_the_test_command():
