@@ -130,3 +130,23 @@ def test_penalty_is_added_to_the_loss_and_pulls_parameters():
     history = alws.fit(held, data, steps=60, n_sleep=100, lr=0.05, seed=0, progress=False, penalty=lambda m: 100.0 * (m.bias**2).sum())
     assert history[-1]["penalty"] >= 0
     assert float(held.bias.detach().norm()) < 0.5 * float(free.bias.detach().norm())  # the data pull the bias to 3; the penalty to 0
+
+
+class Scaled:
+    """A feature map that is an object (no __qualname__): its description must be stable."""
+
+    def __init__(self, factor):
+        self.factor = factor
+
+    def __call__(self, x):
+        return x * self.factor
+
+
+def test_resume_with_a_feature_object_created_anew(tmp_path):
+    data = torch.randn(100, 3)
+    first = LinearGaussian(3, 1)
+    alws.fit(first, data, steps=4, n_sleep=30, checkpoint=tmp_path / "c.pt", features=Scaled(2.0), progress=False, seed=0)
+    again = LinearGaussian(3, 1)
+    alws.fit(again, data, steps=6, n_sleep=30, checkpoint=tmp_path / "c.pt", features=Scaled(2.0), progress=False, seed=0, resume=True)
+    with pytest.raises(CheckpointError, match="factor=3.0"):
+        alws.fit(LinearGaussian(3, 1), data, steps=8, n_sleep=30, checkpoint=tmp_path / "c.pt", features=Scaled(3.0), progress=False, seed=0, resume=True)

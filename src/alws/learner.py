@@ -136,7 +136,7 @@ class ALWS:
             "n_sleep": self.n_sleep,
             "regression": self.backend,
             "kernel": repr(self.kernel),
-            "features": None if self.features is None else getattr(self.features, "__qualname__", repr(self.features)),
+            "features": _describe_callable(self.features),
             "bandwidth": self.fixed_bandwidth,
             "ridge": self.fixed_ridge,
             "bandwidth_grid": list(self.bandwidth_grid),
@@ -341,6 +341,17 @@ def _named_gradients(named, grads, leading: tuple = ()) -> dict[str, torch.Tenso
         name: torch.zeros((*leading, *p.shape), dtype=p.dtype, device=p.device) if g is None else g.detach()
         for (name, p), g in zip(named, grads)
     }
+
+
+def _describe_callable(fn) -> str | None:
+    """A description of a function or callable object that is the same in every process (no
+    memory addresses): its qualified name, or its class name with its simple attributes."""
+    if fn is None:
+        return None
+    if hasattr(fn, "__qualname__"):
+        return fn.__qualname__
+    simple = {k: v for k, v in sorted(vars(fn).items()) if isinstance(v, (int, float, str, bool))} if hasattr(fn, "__dict__") else {}
+    return f"{type(fn).__qualname__}({', '.join(f'{k}={v!r}' for k, v in simple.items())})"
 
 
 def _exponential_family_terms(model, setting):

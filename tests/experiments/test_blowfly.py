@@ -121,3 +121,32 @@ def test_config_errors():
         resolve_config(module, overrides=["n_steps=10"])
     with pytest.raises(ConfigError, match="valid keys"):
         resolve_config(module, overrides=["lagg=3"])
+
+
+def test_resume_after_an_interruption_keeps_the_whole_parameter_trajectory(tmp_path):
+    from alws.experiments import base
+
+    out = tmp_path / "run"
+    original = base.record_parameters
+
+    def interrupting(values, every):
+        inner = original(values, every)
+
+        def callback(step, record):
+            inner(step, record)
+            if step == 25:
+                raise KeyboardInterrupt
+
+        return callback
+
+    blowfly.record_parameters = interrupting
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            base.run_experiment("blowfly", "smoke", out_dir=out, progress=False)
+    finally:
+        blowfly.record_parameters = original
+    results, _ = base.resume_experiment(out, progress=False)
+    steps = [row["step"] for row in results["parameter_trajectory"]]
+    # smoke: 40 steps, recorded at step 1 and every 5. The interrupt comes between steps, so the
+    # trainer checkpoints the consistent state of step 25 and the resumed run continues from there.
+    assert steps == [0, 1, 5, 10, 15, 20, 25, 30, 35, 40]

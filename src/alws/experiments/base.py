@@ -37,6 +37,8 @@ __all__ = [
     "load_experiment",
     "resolve_config",
     "parse_override",
+    "record_parameters",
+    "parameter_trajectory",
     "run_experiment",
     "resume_experiment",
 ]
@@ -84,6 +86,23 @@ class TrainingConfig(ExperimentConfig):
             raise ConfigError(f"lr must be > 0, got {self.lr}")
         if self.regression not in ("auto", "exact", "rff", "nystrom"):
             raise ConfigError(f"unknown regression {self.regression!r}; valid: auto, exact, rff, nystrom")
+
+
+def record_parameters(values: Callable[[], dict], every: int) -> Callable:
+    """A training callback that stores ``values()`` in the step's history record every ``every``
+    steps (and at step 1). History records are checkpointed, so the trajectory survives a resume;
+    read it back with :func:`parameter_trajectory`."""
+
+    def callback(step: int, record: dict) -> None:
+        if step == 1 or step % every == 0:
+            record["parameters"] = values()
+
+    return callback
+
+
+def parameter_trajectory(history) -> list:
+    """``[{"step": s, **parameters}]`` from the records written by :func:`record_parameters`."""
+    return [{"step": r["step"], **r["parameters"]} for r in history if "parameters" in r]
 
 
 def load_experiment(name: str):

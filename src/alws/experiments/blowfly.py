@@ -149,7 +149,7 @@ from dataclasses import dataclass, field  # noqa: E402
 
 from ..errors import ConfigError  # noqa: E402
 from ..learner import fit  # noqa: E402
-from .base import TrainingConfig  # noqa: E402
+from .base import TrainingConfig, parameter_trajectory, record_parameters  # noqa: E402
 
 NAME = "blowfly"
 DESCRIPTION = "Experiment V.2: blowfly population dynamics (Nicholson's series or simulated), summary statistics vs data"
@@ -267,11 +267,7 @@ def run(config: Config, ctx) -> dict:
     model = Blowfly(n_steps, config.max_lag, initial=float(series[0]), **START).to(config.device)
     data = series[None, :].to(config.device)
     initial_values = model.values()
-    trajectory = []
-
-    def record(step, rec):
-        if step % config.record_every == 0 or step == 1:
-            trajectory.append({"step": step, **{k: v for k, v in model.values().items() if k != "lag_probabilities"}})
+    record = record_parameters(lambda: {k: v for k, v in model.values().items() if k != "lag_probabilities"}, config.record_every)
 
     torch.manual_seed(config.seed)
     with torch.no_grad():
@@ -286,6 +282,7 @@ def run(config: Config, ctx) -> dict:
     with torch.no_grad():
         after = model.sample(config.n_simulations)[1].cpu()
     learned = model.values()
+    trajectory = [{"step": 0, **{k: initial_values[k] for k in POSITIVE}}] + parameter_trajectory(history)
     results = {
         "data": source,
         "n_observations": n_steps,

@@ -151,7 +151,7 @@ import time  # noqa: E402
 from dataclasses import dataclass  # noqa: E402
 
 from ..learner import fit  # noqa: E402
-from .base import TrainingConfig  # noqa: E402
+from .base import TrainingConfig, parameter_trajectory, record_parameters  # noqa: E402
 
 NAME = "hodgkin-huxley"
 DESCRIPTION = "Experiment V.1: noisy Hodgkin-Huxley neuron, parameters learned from simulated voltage traces"
@@ -239,17 +239,13 @@ def run(config: Config, ctx) -> dict:
     voltage = truth.simulate(config.n_traces)  # noise-free-observation traces for spike statistics
     model = HodgkinHuxley(current, config.dt, params=WRONG_START).to(config.device)
     initial = model.values()
-    trajectory = [{"step": 0, **initial}]
-
-    def record(step, rec):
-        if step % config.record_every == 0:
-            trajectory.append({"step": step, **model.values()})
+    record = record_parameters(model.values, config.record_every)
 
     with torch.no_grad():
         before = model.simulate(config.n_simulations)
     start = time.perf_counter()
     checkpoint = ctx.checkpoint("alws")
-    fit(
+    history = fit(
         model, data, steps=config.steps, batch_size=config.n_traces, n_sleep=config.n_sleep, lr=config.lr, seed=config.seed,
         regression=config.regression, features=BinnedTrace(config.bin_steps) if config.features == "binned" else None,
         exponential_family={"auto": "auto", "true": True, "false": False}[config.exponential_family],
@@ -258,6 +254,7 @@ def run(config: Config, ctx) -> dict:
     )
     seconds = time.perf_counter() - start
     learned = model.values()
+    trajectory = [{"step": 0, **initial}] + parameter_trajectory(history)
     with torch.no_grad():
         after = model.simulate(config.n_simulations)
     results = {
