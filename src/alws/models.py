@@ -32,8 +32,13 @@ class LinearGaussian(LatentVariableModel):
         z = torch.randn(n, self.z_dim, device=self.weight.device, dtype=self.weight.dtype)
         return z, self.likelihood(z).sample()
 
+    def prior(self, n: int) -> D.Distribution:
+        """``N(0, I_k)`` for ``n`` latents: batch shape ``[n]``, event shape ``[k]``."""
+        zeros = torch.zeros(n, self.z_dim, device=self.weight.device, dtype=self.weight.dtype)
+        return D.Independent(D.Normal(zeros, 1.0), 1)
+
     def log_prior(self, z):
-        return D.Normal(0.0, 1.0).log_prob(z).sum(1)
+        return self.prior(z.shape[0]).log_prob(z)
 
     def likelihood(self, z):
         return D.Normal(z @ self.weight.T + self.bias, self.log_sigma.exp().expand(self.bias.shape))

@@ -29,7 +29,7 @@ from torch.distributions import transform_to
 
 from .errors import ModelProtocolError
 
-__all__ = ["PyroModel", "from_pyro"]
+__all__ = ["PyroModel", "from_pyro", "to_pyro", "as_pyro_distribution"]
 
 
 class PyroModel(nn.Module):
@@ -126,3 +126,58 @@ def from_pyro(model_fn: Callable, x_shape=(), x_dtype=torch.float32, args: tuple
     plate. ``pyro.param`` sites become the module's parameters (stored unconstrained).
     """
     return PyroModel(model_fn, x_shape, x_dtype, args, kwargs)
+
+
+# ---------------------------------------------------------------------------------------------
+# alws model -> Pyro model (for the baselines)
+# ---------------------------------------------------------------------------------------------
+import pyro.distributions as pyro_dist  # noqa: E402
+from pyro.distributions.torch_distribution import TorchDistributionMixin  # noqa: E402
+
+
+def as_pyro_distribution(d: torch.distributions.Distribution):
+    """The Pyro version of a torch distribution (same class name and parameters).
+
+    ``Independent`` wrappers are kept; for families parameterised by either ``probs`` or
+    ``logits`` the one the distribution was built with is used.
+    """
+    if isinstance(d, TorchDistributionMixin):
+        return d
+    if isinstance(d, torch.distributions.Independent):
+        return pyro_dist.Independent(as_pyro_distribution(d.base_dist), d.reinterpreted_batch_ndims)
+    cls = getattr(pyro_dist, type(d).__name__, None)
+    if cls is None:
+        raise ModelProtocolError(f"no Pyro counterpart of torch distribution {type(d).__name__}")
+    params = {k: d.__dict__[k] for k in d.arg_constraints if k in d.__dict__}
+    if "logits" in params and "probs" in params:
+        params.pop("probs")
+    return cls(**params)
+
+
+def _to_event(d, batch_dims_to_keep: int = 1):
+    extra = len(d.batch_shape) - batch_dims_to_keep
+    return d.to_event(extra) if extra > 0 else d
+
+
+def to_pyro(model: nn.Module, name: str = "alws_model") -> Callable:
+    """A Pyro model ``pyro_model(x)`` for an alws model with ``prior(n)`` (a distribution over
+    ``n`` latents, batch shape ``[n, ...]``) and ``likelihood(z)`` hooks.
+
+    Latent site ``"z"`` and observed site ``"x"`` sit in ``pyro.plate("data", len(x))``; the
+    model's parameters are registered with ``pyro.module``. Methods that need only ``log_joint``
+    do not use this; the Pyro-backed ones (VAE, IWAE, score-function VAE) do.
+    """
+    missing = [h for h in ("prior", "likelihood") if not callable(getattr(model, h, None))]
+    if missing:
+        raise ModelProtocolError(
+            f"{type(model).__name__} lacks {' and '.join(missing)}: the Pyro-backed baselines need prior(n) and likelihood(z) "
+            "as distributions (log_joint alone is enough for ALWS)"
+        )
+
+    def pyro_model(x):
+        pyro.module(name, model)
+        with pyro.plate("data", x.shape[0]):
+            z = pyro.sample("z", _to_event(as_pyro_distribution(model.prior(x.shape[0]))))
+            pyro.sample("x", _to_event(as_pyro_distribution(model.likelihood(z))), obs=x)
+
+    return pyro_model

@@ -130,16 +130,24 @@ def make_optimizer(optimizer, params, lr: float) -> torch.optim.Optimizer:
     return choices[optimizer](params, lr=lr)
 
 
-def guarded_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, clip_grad_norm: float | None = None) -> float:
+def guarded_step(loss, optimizer: torch.optim.Optimizer, clip_grad_norm: float | None = None) -> float:
     """Backward, check, optionally clip, and step; returns the gradient norm.
 
-    Raises :class:`NonFiniteError` when the loss or any gradient is NaN/inf, *before* the
-    optimiser touches the parameters, so they are never left non-finite.
+    ``loss`` is a scalar tensor, or a callable that computes the gradients itself and returns
+    the loss value (for libraries whose objectives call ``backward`` internally, such as Pyro's
+    ``loss_and_grads``). Raises :class:`NonFiniteError` when the loss or any gradient is NaN/inf,
+    *before* the optimiser touches the parameters, so they are never left non-finite.
     """
-    if not bool(torch.isfinite(loss)):
-        raise NonFiniteError(f"loss is {float(loss.detach())}; parameters left at their values before this step")
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    if callable(loss):
+        value = float(loss())
+    else:
+        value = float(loss.detach())
+        if math.isfinite(value):
+            loss.backward()
+    if not math.isfinite(value):
+        optimizer.zero_grad(set_to_none=True)
+        raise NonFiniteError(f"loss is {value}; parameters left at their values before this step")
     params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
     norm = torch.nn.utils.clip_grad_norm_(params, clip_grad_norm if clip_grad_norm else math.inf)
     if not bool(torch.isfinite(norm)):

@@ -1,0 +1,28 @@
+"""Encoders (amortised posteriors) for the baselines."""
+from __future__ import annotations
+
+import torch
+from torch import distributions as D
+from torch import nn
+
+__all__ = ["MLPEncoder", "FAMILIES"]
+
+#: Reparameterisable families for the encoder's output.
+FAMILIES = {"normal": D.Normal, "laplace": D.Laplace}
+
+
+class MLPEncoder(nn.Module):
+    """``x [B, ...] -> q(z | x)``: an MLP (``x_dim -> hidden -> hidden -> 2 z_dim``) giving the
+    location and log-scale of a factorised Normal or Laplace over ``z [B, z_dim]``."""
+
+    def __init__(self, x_dim: int, z_dim: int, hidden: int = 64, family: str = "normal"):
+        super().__init__()
+        if family not in FAMILIES:
+            raise ValueError(f"unknown encoder family {family!r}; valid: {', '.join(FAMILIES)}")
+        self.family, self.z_dim = family, z_dim
+        self.net = nn.Sequential(nn.Linear(x_dim, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, 2 * z_dim))
+
+    def forward(self, x: torch.Tensor) -> D.Distribution:
+        out = self.net(x.reshape(x.shape[0], -1).to(self.net[0].weight.dtype))
+        loc, log_scale = out.split(self.z_dim, -1)
+        return D.Independent(FAMILIES[self.family](loc, log_scale.clamp(-8, 5).exp()), 1)
