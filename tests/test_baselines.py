@@ -17,10 +17,11 @@ def problem():
     return truth, data, LinearGaussian(4, 1, sigma=1.0)
 
 
-@pytest.mark.parametrize("method", ["vae", "iwae"])
+@pytest.mark.parametrize("method", ["vae", "iwae", "rws"])
 def test_baseline_improves_its_bound_and_moves_toward_the_maximum_likelihood(problem, method):
-    # Measured (400 steps, lr 0.02, seed 0, 500 points from a 4-D model): data log-likelihood
-    # -7.695 -> -4.645 (vae), -4.634 (iwae); the true parameters give -4.637.
+    # Measured in exactly this setup (seed 0): data log-likelihood -7.825 -> -4.618 (vae),
+    # -4.589 (iwae), -4.581 (rws; seeds 1-2 the same to 1e-3); the true parameters give -4.592.
+    # Own negative bound, mean of the first vs last 20 steps: 7.25 -> 4.79, 7.26 -> 4.67, 6.78 -> 4.59.
     truth, data, model = problem
     with torch.no_grad():
         before, best = float(model.log_marginal(data).mean()), float(truth.log_marginal(data).mean())
@@ -82,8 +83,16 @@ class OnlyLogJoint(torch.nn.Module):
 
 def test_a_model_without_a_prior_distribution_is_refused_naming_the_hook(problem):
     _, data, _ = problem
-    with pytest.raises(ModelProtocolError, match="prior"):
+    with pytest.raises(ModelProtocolError, match="prior and likelihood"):
         baselines.fit("vae", OnlyLogJoint(), data, steps=1, progress=False)
+
+
+def test_rws_needs_only_sample_and_log_joint(problem):
+    _, data, _ = problem
+    model = OnlyLogJoint()
+    history = baselines.fit("rws", model, data + 2.0, steps=150, lr=0.05, seed=0, progress=False)
+    assert history[-1]["loss"] < history[0]["loss"]
+    assert float(model.loc.detach().mean()) > 1.0  # the data's offset is about +2
 
 
 def test_an_encoder_of_the_wrong_latent_size_is_refused(problem):

@@ -6,12 +6,21 @@ same progress bar, checkpoints, exact resume and NaN guard. Pyro implements thes
 they come from Pyro:
 
 - ``vae``: reparameterised ELBO (``pyro.infer.Trace_ELBO``), one sample per data point;
-- ``iwae``: importance-weighted bound with ``particles`` samples (``RenyiELBO(alpha=0)``).
+- ``iwae``: importance-weighted bound with ``particles`` samples (``RenyiELBO(alpha=0)``);
 
-Both need the model's ``prior(n)`` and ``likelihood(z)`` as distributions (see
-:func:`alws.pyro.to_pyro`) and a reparameterisable latent. The other methods of the paper's
-comparisons (score-function VAE, reweighted wake-sleep, VAE with a flow, SIVI, WGAN-GP) are not
-implemented yet.
+These need the model's ``prior(n)`` and ``likelihood(z)`` as distributions (see
+:func:`alws.pyro.to_pyro`).
+
+- ``rws``: reweighted wake-sleep with ``particles`` samples *per data point* (hand-written:
+  Pyro's ``ReweightedWakeSleep`` forms one importance weight per particle for the whole
+  minibatch, and its docstring says minibatches are unsupported; the two agree at batch size 1,
+  which the tests check). Wake-theta, wake-phi and (with ``insomnia < 1``) sleep-phi updates.
+  Needs only ``sample`` and ``log_joint`` plus an encoder.
+
+Cost per step: ``vae`` one encoder pass and one ``log_joint`` per data point; ``iwae``, ``rws``
+``particles`` of each. Still to come: score-function VAE (Pyro's ``TraceGraph_ELBO``; marking an
+``Independent`` encoder non-reparameterisable trips Pyro's plate broadcasting, which copies
+``has_rsample`` onto an ``Independent``), VAE with a flow, SIVI and WGAN-GP.
 """
 from __future__ import annotations
 
@@ -26,23 +35,28 @@ from ..training import History, Trainer, guarded_step, make_optimizer
 from ..validation import check_choice, check_data, check_int, check_positive
 from .encoders import MLPEncoder
 
-__all__ = ["METHODS", "fit", "MLPEncoder", "make_encoder"]
+__all__ = ["METHODS", "fit", "rws_loss", "MLPEncoder", "make_encoder"]
 
 #: Method name -> short description.
 METHODS = {
     "vae": "reparameterised ELBO (Pyro Trace_ELBO)",
     "iwae": "importance-weighted bound with `particles` samples (Pyro RenyiELBO, alpha=0)",
+    "rws": "reweighted wake-sleep, per data point, `particles` samples (hand-written)",
 }
+PYRO_METHODS = ("vae", "iwae")
 
 
 def make_encoder(model: nn.Module, data: torch.Tensor, family: str = "normal", hidden: int = 64) -> MLPEncoder:
-    """An MLP encoder from the data's per-point size to the model's latent size (``prior(1)``)."""
-    if not callable(getattr(model, "prior", None)):
-        raise ModelProtocolError(f"{type(model).__name__} lacks prior(n): the encoder's latent size cannot be inferred")
-    event = model.prior(1).event_shape
-    if len(event) != 1:
-        raise ModelProtocolError(f"the default encoder needs a vector latent; prior(1) has event shape {tuple(event)}")
-    return MLPEncoder(int(data[0].numel()), int(event[0]), hidden, family).to(data.device)
+    """An MLP encoder from the data's per-point size to the model's latent size (``[n, d]``
+    latents, read from ``model.sample``)."""
+    with torch.no_grad():
+        z, _ = model.sample(2)
+    if not isinstance(z, torch.Tensor) or z.dim() != 2 or not z.is_floating_point():
+        raise ModelProtocolError(
+            f"the default encoder needs real vector latents z [n, d]; {type(model).__name__}.sample gives "
+            f"{type(z).__name__}{tuple(z.shape) if isinstance(z, torch.Tensor) else ''}: pass an encoder"
+        )
+    return MLPEncoder(int(data[0].numel()), int(z.shape[1]), hidden, family).to(data.device)
 
 
 def fit(
@@ -55,6 +69,7 @@ def fit(
     encoder: nn.Module | None = None,
     encoder_family: str = "normal",
     particles: int = 8,
+    insomnia: float = 1.0,
     lr: float = 1e-3,
     optimizer="adam",
     checkpoint=None,
@@ -70,11 +85,6 @@ def fit(
     ``encoder``: a module ``x [B, ...] -> distribution over z`` (batch ``[B]``); built by
     :func:`make_encoder` when omitted. The history's ``loss`` is the negative bound per data point.
     """
-    from pyro import poutine
-    from pyro.infer import RenyiELBO, Trace_ELBO
-
-    from ..pyro import to_pyro
-
     check_choice("method", method, METHODS)
     check_int("steps", steps, 1)
     check_int("batch_size", batch_size, 1)
@@ -82,12 +92,81 @@ def fit(
     check_positive("lr", lr)
     info = check_model(model, data)
     data = check_data(data, info.x_shape, dtype=info.x_dtype).to(info.device)
+    if not 0.0 <= insomnia <= 1.0:
+        raise ConfigError(f"insomnia must be in [0, 1], got {insomnia}")
+    if method in PYRO_METHODS and not (callable(getattr(model, "prior", None)) and callable(getattr(model, "likelihood", None))):
+        missing = [h for h in ("prior", "likelihood") if not callable(getattr(model, h, None))]
+        raise ModelProtocolError(
+            f"method {method!r} needs the model's {' and '.join(missing)} hook(s) as distributions; {type(model).__name__} lacks them "
+            "(rws and ALWS need only sample and log_joint)"
+        )
     encoder = encoder if encoder is not None else make_encoder(model, data, encoder_family)
-    _check_encoder(model, encoder, data)
-    tag = f"{method}_{id(model)}"
-    pyro_model, guide = to_pyro(model, f"model_{tag}"), _guide(encoder, f"encoder_{tag}")
-    objective = Trace_ELBO() if method == "vae" else RenyiELBO(alpha=0.0, num_particles=particles, max_plate_nesting=1)
+    _check_encoder(model, encoder, data, needs_rsample=method in ("vae", "iwae"))
     opt = make_optimizer(optimizer, list(model.parameters()) + list(encoder.parameters()), lr)
+    if method == "rws":
+
+        def step(batch, index):
+            loss, bound = rws_loss(model, encoder, batch, particles, insomnia)
+            return {"loss": bound, "grad_norm": guarded_step(loss, opt, clip_grad_norm)}
+
+    else:
+        step = _pyro_step(method, model, encoder, particles, opt, clip_grad_norm)
+    fingerprint = {
+        "model": type(model).__qualname__,
+        "parameters": {n: list(p.shape) for n, p in model.named_parameters()},
+        "encoder": {n: list(p.shape) for n, p in encoder.named_parameters()},
+        "config": {"method": method, "batch_size": batch_size, "lr": lr, "particles": particles, "insomnia": insomnia, "seed": seed, "data_shape": list(data.shape)},
+    }
+    trainer = Trainer(
+        modules={"model": model, "encoder": encoder}, optimizers={"optimizer": opt}, data=data, batch_size=batch_size,
+        fingerprint=fingerprint, checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume, seed=seed,
+        callbacks=callbacks, progress=progress, description=method,
+    )
+    return trainer.run(step, steps)
+
+
+def rws_loss(model: nn.Module, encoder: nn.Module, x: torch.Tensor, particles: int, insomnia: float = 1.0):
+    """Per-data-point reweighted wake-sleep surrogate for a minibatch ``x [B, ...]``.
+
+    With ``K = particles`` draws ``z_bk ~ q(z | x_b)`` (not reparameterised) and normalised weights
+    ``w_bk`` of ``p(z_bk, x_b) / q(z_bk | x_b)`` over ``k`` *for each b*, the surrogate's gradient
+    is wake-theta ``-mean_b sum_k w_bk grad log p(z_bk, x_b)`` for the model and
+    ``insomnia * wake-phi + (1 - insomnia) * sleep-phi`` for the encoder, with wake-phi
+    ``-mean_b sum_k w_bk grad log q(z_bk | x_b)`` and sleep-phi ``-mean grad log q(z | x)`` over
+    ``B`` pairs ``(z, x) ~ p``. Returns ``(surrogate, bound)``; ``bound`` is the negative
+    importance-weighted bound per data point (a float).
+    """
+    b = x.shape[0]
+    q = encoder(x)
+    with torch.no_grad():
+        z = q.sample((particles,))  # [K, B, d]
+    log_q = q.log_prob(z)  # [K, B]
+    xs = x.unsqueeze(0).expand(particles, *x.shape).reshape(particles * b, *x.shape[1:])
+    log_p = model.log_joint(z.reshape(particles * b, *z.shape[2:]), xs).reshape(particles, b)
+    log_w = log_p - log_q.detach()
+    weights = torch.softmax(log_w, 0).detach()
+    surrogate = -(weights * log_p).sum(0).mean()
+    if insomnia > 0:
+        surrogate = surrogate - insomnia * (weights * log_q).sum(0).mean()
+    if insomnia < 1:
+        with torch.no_grad():
+            z_sleep, x_sleep = model.sample(b)
+        surrogate = surrogate - (1 - insomnia) * encoder(x_sleep).log_prob(z_sleep).mean()
+    bound = -float((torch.logsumexp(log_w.detach(), 0) - torch.log(torch.tensor(float(particles)))).mean())
+    return surrogate, bound
+
+
+def _pyro_step(method, model, encoder, particles, opt, clip_grad_norm):
+    """One step of a Pyro-backed objective, scaled per data point (loss and gradients alike)."""
+    from pyro import poutine
+    from pyro.infer import RenyiELBO, Trace_ELBO
+
+    from ..pyro import to_pyro
+
+    tag = f"{method}_{id(model)}"
+    pyro_model = to_pyro(model, f"model_{tag}")
+    guide = _guide(encoder, f"encoder_{tag}")
+    objective = Trace_ELBO() if method == "vae" else RenyiELBO(alpha=0.0, num_particles=particles, max_plate_nesting=1)
 
     def step(batch, index):
         scale = 1.0 / batch.shape[0]
@@ -107,18 +186,7 @@ def fit(
             value = holder["loss"]
         return {"loss": value, "grad_norm": grad_norm}
 
-    fingerprint = {
-        "model": type(model).__qualname__,
-        "parameters": {n: list(p.shape) for n, p in model.named_parameters()},
-        "encoder": {n: list(p.shape) for n, p in encoder.named_parameters()},
-        "config": {"method": method, "batch_size": batch_size, "lr": lr, "particles": particles, "seed": seed, "data_shape": list(data.shape)},
-    }
-    trainer = Trainer(
-        modules={"model": model, "encoder": encoder}, optimizers={"optimizer": opt}, data=data, batch_size=batch_size,
-        fingerprint=fingerprint, checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume, seed=seed,
-        callbacks=callbacks, progress=progress, description=method,
-    )
-    return trainer.run(step, steps)
+    return step
 
 
 def _guide(encoder: nn.Module, name: str) -> Callable:
@@ -134,14 +202,16 @@ def _guide(encoder: nn.Module, name: str) -> Callable:
     return guide
 
 
-def _check_encoder(model, encoder, data) -> None:
+def _check_encoder(model, encoder, data, needs_rsample: bool) -> None:
     with torch.no_grad():
         q = encoder(data[:2])
-        p = model.prior(2)
-    if tuple(q.batch_shape) + tuple(q.event_shape) != tuple(p.batch_shape) + tuple(p.event_shape):
+        z, _ = model.sample(2)
+    shape = tuple(q.batch_shape) + tuple(q.event_shape)
+    if not isinstance(z, torch.Tensor) or shape != tuple(z.shape):
+        expected = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
         raise ModelProtocolError(
-            f"the encoder's distribution has batch {tuple(q.batch_shape)}, event {tuple(q.event_shape)} for 2 points, but the "
-            f"model's latent (prior(2)) has batch {tuple(p.batch_shape)}, event {tuple(p.event_shape)}"
+            f"the encoder's distribution for 2 data points has shape {shape} (batch + event), but the model's latents "
+            f"for 2 samples have shape {expected}"
         )
-    if not q.has_rsample:
-        raise ConfigError(f"the encoder's {type(q).__name__} is not reparameterisable; vae and iwae need rsample")
+    if needs_rsample and not q.has_rsample:
+        raise ConfigError(f"the encoder's {type(q).__name__} is not reparameterisable; vae and iwae need rsample (use sf-vae or rws)")
