@@ -178,6 +178,10 @@ def to_pyro(model: nn.Module, name: str = "alws_model") -> Callable:
         pyro.module(name, model)
         with pyro.plate("data", x.shape[0]):
             z = pyro.sample("z", _to_event(as_pyro_distribution(model.prior(x.shape[0]))))
-            pyro.sample("x", _to_event(as_pyro_distribution(model.likelihood(z))), obs=x)
+            likelihood = as_pyro_distribution(model.likelihood(z))
+            # the per-point dimensions of x are event dimensions (counted from the right, so that
+            # extra leading dimensions, e.g. Pyro's vectorised particles, stay batch dimensions)
+            extra = x.dim() - 1 - len(likelihood.event_shape)
+            pyro.sample("x", likelihood.to_event(extra) if extra > 0 else likelihood, obs=x)
 
     return pyro_model
