@@ -17,11 +17,15 @@ def problem():
     return truth, data, LinearGaussian(4, 1, sigma=1.0)
 
 
-@pytest.mark.parametrize("method", ["vae", "iwae", "rws"])
+# Measured in exactly the setup below (seed 0): data log-likelihood -7.825 -> -4.618 (vae),
+# -4.589 (iwae), -4.581 (rws; seeds 1-2 the same to 1e-3), -4.801 (sf-vae, noisier encoder
+# gradients); the true parameters give -4.592. Own negative bound, mean of the first vs last 20
+# steps: 7.25 -> 4.79, 7.26 -> 4.67, 6.78 -> 4.59, 9.17 -> 5.15.
+GAP_TO_TRUTH = {"vae": 0.1, "iwae": 0.1, "rws": 0.1, "sf-vae": 0.4}
+
+
+@pytest.mark.parametrize("method", list(GAP_TO_TRUTH))
 def test_baseline_improves_its_bound_and_moves_toward_the_maximum_likelihood(problem, method):
-    # Measured in exactly this setup (seed 0): data log-likelihood -7.825 -> -4.618 (vae),
-    # -4.589 (iwae), -4.581 (rws; seeds 1-2 the same to 1e-3); the true parameters give -4.592.
-    # Own negative bound, mean of the first vs last 20 steps: 7.25 -> 4.79, 7.26 -> 4.67, 6.78 -> 4.59.
     truth, data, model = problem
     with torch.no_grad():
         before, best = float(model.log_marginal(data).mean()), float(truth.log_marginal(data).mean())
@@ -30,7 +34,15 @@ def test_baseline_improves_its_bound_and_moves_toward_the_maximum_likelihood(pro
         after = float(model.log_marginal(data).mean())
     losses = history.column("loss")
     assert sum(losses[-20:]) / 20 < sum(losses[:20]) / 20 - 1.0  # its own negative bound falls
-    assert after > before + 2.0 and after > best - 0.1
+    assert after > before + 2.0 and after > best - GAP_TO_TRUTH[method]
+
+
+def test_score_function_marking_survives_pyro_broadcasting():
+    from alws.pyro import as_pyro_distribution, non_reparameterised
+
+    q = non_reparameterised(as_pyro_distribution(baselines.MLPEncoder(4, 2)(torch.randn(3, 4))))
+    assert not q.has_rsample and not q.expand([5, 3]).has_rsample
+    assert q.expand([5, 3]).event_shape == (2,)
 
 
 def test_laplace_encoder_family(problem):
@@ -61,7 +73,7 @@ def test_resume_reproduces_the_uninterrupted_run(tmp_path, problem):
 
 def test_unknown_method_lists_the_valid_ones(problem):
     _, data, model = problem
-    with pytest.raises(ConfigError, match="vae, iwae"):
+    with pytest.raises(ConfigError, match="vae, iwae, sf-vae, rws"):
         baselines.fit("vae2", model, data, steps=1, progress=False)
 
 

@@ -29,7 +29,7 @@ from torch.distributions import transform_to
 
 from .errors import ModelProtocolError
 
-__all__ = ["PyroModel", "from_pyro", "to_pyro", "as_pyro_distribution"]
+__all__ = ["PyroModel", "from_pyro", "to_pyro", "as_pyro_distribution", "non_reparameterised", "NonReparameterised"]
 
 
 class PyroModel(nn.Module):
@@ -152,6 +152,33 @@ def as_pyro_distribution(d: torch.distributions.Distribution):
     if "logits" in params and "probs" in params:
         params.pop("probs")
     return cls(**params)
+
+
+class NonReparameterised(pyro_dist.Independent):
+    """An ``Independent`` whose samples carry no gradient, so Pyro's estimators use score-function
+    (REINFORCE) gradients for it. (Setting ``has_rsample_(False)`` on an ``Independent`` fails:
+    the property has no setter, and Pyro's plate broadcasting copies it onto expanded copies.)"""
+
+    @property
+    def has_rsample(self):
+        return False
+
+    @has_rsample.setter
+    def has_rsample(self, value):
+        pass  # always False
+
+    def rsample(self, sample_shape=torch.Size()):
+        raise NotImplementedError("NonReparameterised has no rsample")
+
+    def expand(self, batch_shape, _instance=None):
+        return super().expand(batch_shape, _instance=self._get_checked_instance(NonReparameterised, _instance))
+
+
+def non_reparameterised(d):
+    """``d`` (a Pyro distribution) marked non-reparameterisable; vector events stay events."""
+    if isinstance(d, pyro_dist.Independent):
+        return NonReparameterised(d.base_dist, d.reinterpreted_batch_ndims)
+    return d.has_rsample_(False)
 
 
 def _to_event(d, batch_dims_to_keep: int = 1):
