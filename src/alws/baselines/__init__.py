@@ -19,7 +19,7 @@ These need the model's ``prior(n)`` and ``likelihood(z)`` as distributions (see
 
 Cost per step: ``vae`` one encoder pass and one ``log_joint`` per data point; ``iwae``, ``rws``
 ``particles`` of each; ``sf-vae`` as ``vae``, with a higher-variance encoder gradient. Still to
-come: VAE with a flow, SIVI and WGAN-GP.
+come: SIVI and WGAN-GP.
 """
 from __future__ import annotations
 
@@ -32,18 +32,19 @@ from ..errors import ConfigError, ModelProtocolError
 from ..model import check_model
 from ..training import History, Trainer, guarded_step, make_optimizer
 from ..validation import check_choice, check_data, check_int, check_positive
-from .encoders import MLPEncoder
+from .encoders import FlowEncoder, MLPEncoder
 
-__all__ = ["METHODS", "fit", "rws_loss", "MLPEncoder", "make_encoder"]
+__all__ = ["METHODS", "fit", "rws_loss", "MLPEncoder", "FlowEncoder", "make_encoder"]
 
 #: Method name -> short description.
 METHODS = {
     "vae": "reparameterised ELBO (Pyro Trace_ELBO)",
     "iwae": "importance-weighted bound with `particles` samples (Pyro RenyiELBO, alpha=0)",
     "sf-vae": "ELBO with score-function encoder gradients and a baseline (Pyro TraceGraph_ELBO)",
+    "vae-flow": "reparameterised ELBO with an encoder followed by planar flows (Pyro transforms)",
     "rws": "reweighted wake-sleep, per data point, `particles` samples (hand-written)",
 }
-PYRO_METHODS = ("vae", "iwae", "sf-vae")
+PYRO_METHODS = ("vae", "iwae", "sf-vae", "vae-flow")
 
 
 def make_encoder(model: nn.Module, data: torch.Tensor, family: str = "normal", hidden: int = 64) -> MLPEncoder:
@@ -70,6 +71,7 @@ def fit(
     encoder_family: str = "normal",
     particles: int = 8,
     insomnia: float = 1.0,
+    n_flows: int = 4,
     lr: float = 1e-3,
     optimizer="adam",
     checkpoint=None,
@@ -100,8 +102,11 @@ def fit(
             f"method {method!r} needs the model's {' and '.join(missing)} hook(s) as distributions; {type(model).__name__} lacks them "
             "(rws and ALWS need only sample and log_joint)"
         )
-    encoder = encoder if encoder is not None else make_encoder(model, data, encoder_family)
-    _check_encoder(model, encoder, data, needs_rsample=method in ("vae", "iwae"))
+    if encoder is None:
+        encoder = make_encoder(model, data, encoder_family)
+        if method == "vae-flow":
+            encoder = FlowEncoder(encoder, n_flows)
+    _check_encoder(model, encoder, data, needs_rsample=method in ("vae", "iwae", "vae-flow"))
     opt = make_optimizer(optimizer, list(model.parameters()) + list(encoder.parameters()), lr)
     if method == "rws":
 
@@ -115,7 +120,7 @@ def fit(
         "model": type(model).__qualname__,
         "parameters": {n: list(p.shape) for n, p in model.named_parameters()},
         "encoder": {n: list(p.shape) for n, p in encoder.named_parameters()},
-        "config": {"method": method, "batch_size": batch_size, "lr": lr, "particles": particles, "insomnia": insomnia, "seed": seed, "data_shape": list(data.shape)},
+        "config": {"method": method, "batch_size": batch_size, "lr": lr, "particles": particles, "insomnia": insomnia, "n_flows": n_flows, "seed": seed, "data_shape": list(data.shape)},
     }
     trainer = Trainer(
         modules={"model": model, "encoder": encoder}, optimizers={"optimizer": opt}, data=data, batch_size=batch_size,
@@ -166,7 +171,7 @@ def _pyro_step(method, model, encoder, particles, opt, clip_grad_norm):
     tag = f"{method}_{id(model)}"
     pyro_model = to_pyro(model, f"model_{tag}")
     guide = _guide(encoder, f"encoder_{tag}", score_function=method == "sf-vae")
-    if method == "vae":
+    if method in ("vae", "vae-flow"):
         objective = Trace_ELBO()
     elif method == "iwae":
         objective = RenyiELBO(alpha=0.0, num_particles=particles, max_plate_nesting=1)
@@ -176,7 +181,7 @@ def _pyro_step(method, model, encoder, particles, opt, clip_grad_norm):
     def step(batch, index):
         scale = 1.0 / batch.shape[0]
         scaled_model, scaled_guide = poutine.scale(pyro_model, scale), poutine.scale(guide, scale)
-        if method == "vae":
+        if method in ("vae", "vae-flow"):
             loss = objective.differentiable_loss(scaled_model, scaled_guide, batch)
             value = float(loss.detach())
             grad_norm = guarded_step(loss, opt, clip_grad_norm)

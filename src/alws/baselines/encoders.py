@@ -5,7 +5,7 @@ import torch
 from torch import distributions as D
 from torch import nn
 
-__all__ = ["MLPEncoder", "FAMILIES"]
+__all__ = ["MLPEncoder", "FlowEncoder", "FAMILIES"]
 
 #: Reparameterisable families for the encoder's output.
 FAMILIES = {"normal": D.Normal, "laplace": D.Laplace}
@@ -26,3 +26,23 @@ class MLPEncoder(nn.Module):
         out = self.net(x.reshape(x.shape[0], -1).to(self.net[0].weight.dtype))
         loc, log_scale = out.split(self.z_dim, -1)
         return D.Independent(FAMILIES[self.family](loc, log_scale.clamp(-8, 5).exp()), 1)
+
+
+class FlowEncoder(nn.Module):
+    """An encoder followed by ``n_flows`` normalising-flow layers (Pyro's planar flows, shared
+    across data points): ``q(z | x) = (f_K o ... o f_1)_# q_0(z | x)``. Returns a Pyro
+    ``TransformedDistribution`` over ``z [B, z_dim]``."""
+
+    def __init__(self, base: MLPEncoder, n_flows: int = 4):
+        super().__init__()
+        from pyro.distributions import transforms
+
+        self.base = base
+        self.flows = nn.ModuleList([transforms.planar(base.z_dim) for _ in range(n_flows)])
+
+    def forward(self, x: torch.Tensor):
+        import pyro.distributions as pyro_dist
+
+        from ..pyro import as_pyro_distribution
+
+        return pyro_dist.TransformedDistribution(as_pyro_distribution(self.base(x)), list(self.flows))
