@@ -5,7 +5,7 @@ import torch
 from torch import distributions as D
 from torch import nn
 
-__all__ = ["MLPEncoder", "FlowEncoder", "FAMILIES"]
+__all__ = ["MLPEncoder", "FlowEncoder", "SemiImplicitEncoder", "FAMILIES"]
 
 #: Reparameterisable families for the encoder's output.
 FAMILIES = {"normal": D.Normal, "laplace": D.Laplace}
@@ -46,3 +46,27 @@ class FlowEncoder(nn.Module):
         from ..pyro import as_pyro_distribution
 
         return pyro_dist.TransformedDistribution(as_pyro_distribution(self.base(x)), list(self.flows))
+
+
+class SemiImplicitEncoder(nn.Module):
+    """Semi-implicit encoder (Yin & Zhou 2018): ``psi = T(x, eps)`` with noise ``eps ~ N(0, I)``
+    fed into an MLP, and an explicit ``q(z | psi) = Normal(loc(psi), scale(psi))``, so that
+    ``q(z | x) = integral q(z | psi) q(psi | x) dpsi`` is an implicit mixture."""
+
+    def __init__(self, x_dim: int, z_dim: int, noise_dim: int = 8, hidden: int = 64):
+        super().__init__()
+        self.z_dim, self.noise_dim = z_dim, noise_dim
+        self.net = nn.Sequential(nn.Linear(x_dim + noise_dim, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, 2 * z_dim))
+
+    def mixing(self, x: torch.Tensor, k: int) -> D.Normal:
+        """``q(z | psi_j)`` for ``k`` noise draws per data point: batch ``[k, B, z_dim]``."""
+        flat = x.reshape(x.shape[0], -1).to(self.net[0].weight.dtype)
+        eps = torch.randn(k, flat.shape[0], self.noise_dim, dtype=flat.dtype, device=flat.device)
+        out = self.net(torch.cat([flat.unsqueeze(0).expand(k, *flat.shape), eps], -1))
+        loc, log_scale = out.split(self.z_dim, -1)
+        return D.Normal(loc, log_scale.clamp(-8, 5).exp())
+
+    def forward(self, x: torch.Tensor) -> D.Distribution:
+        """One mixture component per data point (``q(z | psi)`` for a single noise draw)."""
+        q = self.mixing(x, 1)
+        return D.Independent(D.Normal(q.loc[0], q.scale[0]), 1)
