@@ -35,7 +35,7 @@ from torch import nn
 
 from ..errors import ConfigError, ModelProtocolError
 from ..model import check_model
-from ..training import History, Trainer, guarded_step, make_optimizer
+from ..training import History, StopTraining, Trainer, guarded_step, make_optimizer
 from ..validation import check_choice, check_data, check_int, check_positive
 from .encoders import FlowEncoder, MLPEncoder, SemiImplicitEncoder
 
@@ -78,6 +78,8 @@ def fit(
     particles: int = 8,
     insomnia: float = 1.0,
     n_flows: int = 4,
+    train_model: bool = True,
+    max_seconds: float | None = None,
     lr: float = 1e-3,
     optimizer="adam",
     checkpoint=None,
@@ -91,7 +93,10 @@ def fit(
     """Train ``model`` and an encoder with a baseline ``method`` (see :data:`METHODS`).
 
     ``encoder``: a module ``x [B, ...] -> distribution over z`` (batch ``[B]``); built by
-    :func:`make_encoder` when omitted. The history's ``loss`` is the negative bound per data point.
+    :func:`make_encoder` when omitted. ``train_model=False`` trains only the encoder (the model's
+    parameters stay fixed: amortised inference at given parameters). ``max_seconds`` stops
+    training once that much wall time has passed (a budget matched to another method's).
+    The history's ``loss`` is the negative bound per data point.
     """
     check_choice("method", method, METHODS)
     check_int("steps", steps, 1)
@@ -119,7 +124,8 @@ def fit(
     if method == "sivi" and not callable(getattr(encoder, "mixing", None)):
         raise ModelProtocolError("sivi needs a semi-implicit encoder with a mixing(x, k) method (see SemiImplicitEncoder)")
     _check_encoder(model, encoder, data, needs_rsample=method in ("vae", "iwae", "vae-flow", "sivi"))
-    opt = make_optimizer(optimizer, list(model.parameters()) + list(encoder.parameters()), lr)
+    trained = (list(model.parameters()) if train_model else []) + list(encoder.parameters())
+    opt = make_optimizer(optimizer, trained, lr)
     if method in ("rws", "sivi"):
         objective = rws_loss if method == "rws" else (lambda m, e, x, k, _: sivi_loss(m, e, x, k))
 
@@ -133,8 +139,22 @@ def fit(
         "model": type(model).__qualname__,
         "parameters": {n: list(p.shape) for n, p in model.named_parameters()},
         "encoder": {n: list(p.shape) for n, p in encoder.named_parameters()},
-        "config": {"method": method, "batch_size": batch_size, "lr": lr, "particles": particles, "insomnia": insomnia, "n_flows": n_flows, "seed": seed, "data_shape": list(data.shape)},
+        "config": {"method": method, "batch_size": batch_size, "lr": lr, "particles": particles, "insomnia": insomnia, "n_flows": n_flows,
+                   "train_model": train_model, "seed": seed, "data_shape": list(data.shape)},
     }
+    callbacks = list(callbacks)
+    if max_seconds is not None:
+        check_positive("max_seconds", max_seconds)
+        clock = {"start": None}
+
+        def budget(step, record):
+            import time
+
+            clock["start"] = clock["start"] or time.perf_counter() - record["time"]
+            if time.perf_counter() - clock["start"] >= max_seconds:
+                raise StopTraining
+
+        callbacks.append(budget)
     trainer = Trainer(
         modules={"model": model, "encoder": encoder}, optimizers={"optimizer": opt}, data=data, batch_size=batch_size,
         fingerprint=fingerprint, checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume, seed=seed,

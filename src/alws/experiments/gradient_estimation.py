@@ -40,8 +40,12 @@ class SoftplusRegression(LatentVariableModel):
         z = torch.randn(n, 2, dtype=self.b.dtype, device=self.b.device)
         return z, self.likelihood(z).sample()
 
+    def prior(self, n):
+        """``N(0, I_2)`` for ``n`` latents (batch ``[n]``, event ``[2]``)."""
+        return D.Independent(D.Normal(torch.zeros(n, 2, dtype=self.b.dtype, device=self.b.device), 1.0), 1)
+
     def log_prior(self, z):
-        return D.Normal(0.0, 1.0).log_prob(z).sum(1)
+        return self.prior(z.shape[0]).log_prob(z)
 
     def likelihood(self, z):
         mean = nn.functional.softplus(z @ self.b) - self.b @ self.b
@@ -61,6 +65,10 @@ class Config(ExperimentConfig):
     n_features: int = 300
     select_max: int = 500
     quadrature_nodes: int = 100
+    baselines: tuple[str, ...] = ("vae", "iwae", "rws", "sf-vae")
+    particle_values: tuple[int, ...] = (1, 10, 100, 1000)
+    encoder_steps: int = 3000
+    encoder_seconds_max: float = 10.0
 
     def validate(self):
         super().validate()
@@ -73,7 +81,14 @@ class Config(ExperimentConfig):
         unknown = [e for e in self.estimators if e not in ESTIMATORS]
         if unknown or not self.estimators:
             raise ConfigError(f"unknown estimators {unknown}; valid: {', '.join(ESTIMATORS)}")
-        for key in ("n_points", "repeats", "n_features", "quadrature_nodes"):
+        unknown = [b for b in self.baselines if b not in BASELINES]
+        if unknown:
+            raise ConfigError(f"unknown baselines {unknown}; valid: {', '.join(BASELINES)}")
+        if self.baselines and (not self.particle_values or any(p < 1 for p in self.particle_values)):
+            raise ConfigError(f"particle_values must be integers >= 1, got {self.particle_values!r}")
+        if self.encoder_seconds_max <= 0:
+            raise ConfigError(f"encoder_seconds_max must be > 0, got {self.encoder_seconds_max}")
+        for key in ("n_points", "repeats", "n_features", "quadrature_nodes", "encoder_steps"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
         if self.select_max < 2:
@@ -89,8 +104,16 @@ PRESETS = {
         "repeats": 2,
         "n_features": 100,
         "quadrature_nodes": 40,
+        "particle_values": [1, 10],
+        "encoder_steps": 30,
+        "encoder_seconds_max": 2.0,
     }
 }
+
+#: Baseline gradient estimators: the method that trains the encoder (on the data, with b fixed),
+#: and whether the estimate self-normalises importance weights (IWAE, RWS) or averages plain
+#: encoder samples (VAE, score-function VAE).
+BASELINES = {"vae": False, "iwae": True, "rws": True, "sf-vae": False}
 
 #: Estimator name -> options of :func:`alws.gradient`.
 ESTIMATORS = {
@@ -163,12 +186,73 @@ def run_setting(config: Config, b, sigma_x, index: int, bar) -> dict:
             "options": dict(options),
             "selected": paths,
         }
+    if config.baselines:
+        # Each encoder gets the wall time ALWS (exact, all N and repeats) took here, capped.
+        alws_seconds = sum(sum(row) for row in out["estimators"].get("alws-exact", {}).get("seconds", {}).get("all", [[config.encoder_seconds_max]]))
+        budget = min(alws_seconds, config.encoder_seconds_max)
+        out["baseline_encoder_budget_seconds"] = budget
+        out["estimators"].update(run_baselines(config, model, x, exact, index, budget, bar))
+    return out
+
+
+def baseline_gradients(model, encoder, x, particles: int, weighted: bool) -> dict:
+    """Per-point gradient estimates ``{"b": [B, 2]}`` from an encoder ``q(z | x)``.
+
+    ``weighted=False``: ``mean_s grad log p(z_s, x_b)`` with ``z_s ~ q(z | x_b)`` (the ELBO's
+    gradient in the model's parameters); ``True``: self-normalised importance weights
+    ``w_s ~ p(z_s, x_b) / q(z_s | x_b)`` (the IWAE / wake-theta gradient).
+    """
+    with torch.no_grad():
+        q = encoder(x)
+        z = q.sample((particles,))  # [S, B, 2]
+        log_q = q.log_prob(z)
+    b = x.shape[0]
+    xs = x.unsqueeze(0).expand(particles, *x.shape).reshape(particles * b, *x.shape[1:])
+    log_p = model.log_joint(z.reshape(particles * b, 2), xs).reshape(particles, b)
+    with torch.no_grad():
+        w = torch.softmax(log_p - log_q, 0) if weighted else torch.full_like(log_p, 1.0 / particles)
+        select = torch.zeros(b, particles, b, dtype=log_p.dtype)
+        select[torch.arange(b), :, torch.arange(b)] = w.T
+    return {"b": torch.autograd.grad(log_p, model.b, select, is_grads_batched=True)[0]}
+
+
+def run_baselines(config: Config, model, x, exact, index: int, budget: float, bar) -> dict:
+    """Encoders trained for at most ``budget`` seconds each; per-point gradients vs particles."""
+    from .. import baselines as methods
+
+    out = {}
+    for name in config.baselines:
+        torch.manual_seed(config.seed * 1000 + index)
+        encoder = methods.make_encoder(model, x).to(torch.float64)
+        history = methods.fit(name, model, x, steps=config.encoder_steps, batch_size=x.shape[0], lr=3e-3, seed=config.seed,
+                              encoder=encoder, train_model=False, max_seconds=budget, progress=False)
+        errors = np.zeros((len(config.particle_values), config.repeats))
+        cosines, seconds = np.zeros_like(errors), np.zeros_like(errors)
+        for i, particles in enumerate(config.particle_values):
+            for r in range(config.repeats):
+                torch.manual_seed(20_000 * index + 100 * r + i)
+                start = time.perf_counter()
+                estimate = baseline_gradients(model, encoder, x, particles, BASELINES[name])
+                seconds[i, r] = time.perf_counter() - start
+                errors[i, r] = evaluate.relative_error(estimate, exact, batched=True)
+                cosines[i, r] = evaluate.cosine_similarity(estimate, exact, batched=True)
+                bar.update(1)
+        out[name] = {
+            "budget": "particles",
+            "particles": list(config.particle_values),
+            "relative_error": _summary(errors),
+            "cosine": _summary(cosines),
+            "seconds": _summary(seconds),
+            "encoder_training": {"seconds": sum(h["time"] for h in history), "steps": len(history),
+                                 "budget_seconds": budget, "final_loss": history[-1]["loss"]},
+        }
     return out
 
 
 def run(config: Config, ctx) -> dict:
     settings = [(b, s) for b in config.b_values for s in config.sigma_x_values]
-    total = len(settings) * len(config.estimators) * len(config.n_sleep_values) * config.repeats
+    per_setting = (len(config.estimators) * len(config.n_sleep_values) + len(config.baselines) * len(config.particle_values)) * config.repeats
+    total = len(settings) * per_setting
     bar = tqdm(total=total, desc=NAME, disable=not ctx.show_progress, dynamic_ncols=True)
     results = []
     for index, (b, sigma_x) in enumerate(settings):
@@ -176,7 +260,7 @@ def run(config: Config, ctx) -> dict:
         cached = (ctx.out_dir / "stages" / f"{key}.json").exists()
         results.append(ctx.stage(key, lambda: run_setting(config, b, sigma_x, index, bar)))
         if cached:
-            bar.update(len(config.estimators) * len(config.n_sleep_values) * config.repeats)
+            bar.update(per_setting)
         ctx.log.info("setting %d (b=%s, sigma_x=%s) done", index, b, sigma_x)
     bar.close()
     out = {"settings": results, "table": table_rows(results)}
@@ -209,7 +293,7 @@ def table_rows(settings: list) -> list:
 
 def report(results: dict) -> str:
     """Text table of the median relative error (and cosine) of each estimator."""
-    lines = [f"{'b':>14} {'sigma_x':>7} {'estimator':<18} {'N':>6} {'rel.err':>8} {'IQR':>17} {'cosine':>7} {'s/est':>7}"]
+    lines = [f"{'b':>14} {'sigma_x':>7} {'estimator':<18} {'N/K':>6} {'rel.err':>8} {'IQR':>17} {'cosine':>7} {'s/est':>7}"]
     for row in results["table"]:
         b = "(" + ", ".join(f"{v:g}" for v in row["b"]) + ")"
         lo, hi = row["relative_error_iqr"]
@@ -232,7 +316,7 @@ def figure(settings: list, ctx) -> None:
                 (line,) = axes[row, j].plot(n, m["median"], "o-", label=name)
                 axes[row, j].fill_between(n, m["q25"], m["q75"], color=line.get_color(), alpha=0.2)
         axes[0, j].set(xscale="log", yscale="log", title=f"b={tuple(s['b'])}, $\\sigma_x$={s['sigma_x']:g}", ylabel="relative error")
-        axes[1, j].set(xscale="log", xlabel="sleep samples N", ylabel="cosine similarity")
+        axes[1, j].set(xscale="log", xlabel="sleep samples N (ALWS) / particles (baselines)", ylabel="cosine similarity")
     axes[0, 0].legend(fontsize=8)
     fig.suptitle("Experiment I: gradient error vs exact quadrature (median, interquartile band)")
     fig.tight_layout()
