@@ -181,3 +181,10 @@ def test_per_datapoint_rws_equals_pyros_at_batch_size_one_and_differs_beyond(bat
         # Pyro normalises one weight per particle over the whole minibatch; we normalise per point.
         # Measured: largest gradient difference 12.1 against gradients of size 11.4.
         assert gap > 1e-3
+
+
+def test_sf_vae_runs_after_an_earlier_fit_with_another_batch_size(problem):
+    _, data, model = problem
+    baselines.fit("sf-vae", model, data[:10], steps=3, batch_size=10, progress=False)
+    history = baselines.fit("sf-vae", LinearGaussian(4, 1), data, steps=3, batch_size=100, progress=False)
+    assert len(history) == 3

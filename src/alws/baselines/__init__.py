@@ -215,7 +215,15 @@ def _pyro_step(method, model, encoder, particles, opt, clip_grad_norm):
 
     from ..pyro import to_pyro
 
+    import pyro
+
     tag = f"{method}_{id(model)}"
+    if method == "sf-vae":
+        # TraceGraph_ELBO keeps its decaying-average baselines in the global param store, keyed
+        # by site: drop any left by an earlier fit (they have that fit's minibatch shape).
+        store = pyro.get_param_store()
+        for key in [k for k in store.keys() if k.startswith("__baseline_avg_downstream_cost_")]:
+            del store[key]
     pyro_model = to_pyro(model, f"model_{tag}")
     guide = _guide(encoder, f"encoder_{tag}", score_function=method == "sf-vae")
     if method in ("vae", "vae-flow"):
