@@ -30,8 +30,11 @@ class MLPGenerator(alws.LatentVariableModel):
         z = torch.randn(n, self.z_dim, device=self.log_sigma.device)
         return z, self.likelihood(z).sample()
 
+    def prior(self, n):
+        return D.Independent(D.Normal(torch.zeros(n, self.z_dim, device=self.log_sigma.device), 1.0), 1)
+
     def log_prior(self, z):
-        return D.Normal(0.0, 1.0).log_prob(z).sum(1)
+        return self.prior(z.shape[0]).log_prob(z)
 
     def likelihood(self, z):
         return D.Normal(self.net(z), self.log_sigma.exp())
