@@ -30,6 +30,10 @@ class MLPGenerator(alws.LatentVariableModel):
         z = torch.randn(n, self.z_dim, device=self.log_sigma.device)
         return z, self.likelihood(z).sample()
 
+    def rsample(self, n):
+        z = torch.randn(n, self.z_dim, device=self.log_sigma.device)
+        return self.likelihood(z).rsample()
+
     def prior(self, n):
         return D.Independent(D.Normal(torch.zeros(n, self.z_dim, device=self.log_sigma.device), 1.0), 1)
 

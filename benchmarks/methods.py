@@ -4,7 +4,8 @@ Model: the MLP decoder of ``common.MLPGenerator`` (8-D latent, 32-D x); data: 20
 it; wake/minibatch size 100. Each method runs in a fresh subprocess (so its peak resident memory
 is its own) for ``--steps`` steps; the per-step time is the median of the history's ``time``
 after ``--warmup`` steps. ALWS runs with N sleep samples (exact KRR); the baselines with
-``particles`` samples per point where they use several.
+``particles`` samples per point where they use several; WGAN-GP with 5 critic steps per
+generator step.
 
     python benchmarks/methods.py [--steps 60] [--n-sleep 1000] [--particles 8] [--device cpu]
 """
@@ -44,7 +45,7 @@ def main():
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--n-sleep", type=int, default=1000)
     parser.add_argument("--particles", type=int, default=8)
-    parser.add_argument("--methods", nargs="+", default=["alws", "vae", "iwae", "sf-vae", "vae-flow", "rws", "sivi"])
+    parser.add_argument("--methods", nargs="+", default=["alws", "vae", "iwae", "sf-vae", "vae-flow", "rws", "sivi", "wgan-gp"])
     args = parser.parse_args()
     from pathlib import Path
 

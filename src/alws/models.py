@@ -43,6 +43,11 @@ class LinearGaussian(LatentVariableModel):
     def likelihood(self, z):
         return D.Normal(z @ self.weight.T + self.bias, self.log_sigma.exp().expand(self.bias.shape))
 
+    def rsample(self, n: int) -> torch.Tensor:
+        """``x [n, D]`` differentiable in the parameters (reparameterised), for adversarial training."""
+        z = torch.randn(n, self.z_dim, device=self.weight.device, dtype=self.weight.dtype)
+        return self.likelihood(z).rsample()
+
     def marginal(self) -> D.MultivariateNormal:
         """``p(x)`` as a distribution."""
         cov = self.weight @ self.weight.T + torch.diag(self.log_sigma.exp().expand(self.bias.shape) ** 2)

@@ -5,7 +5,7 @@ import torch
 from torch import distributions as D
 from torch import nn
 
-__all__ = ["MLPEncoder", "FlowEncoder", "SemiImplicitEncoder", "FAMILIES"]
+__all__ = ["MLPEncoder", "ConvEncoder", "FlowEncoder", "SemiImplicitEncoder", "Critic", "FAMILIES"]
 
 #: Reparameterisable families for the encoder's output.
 FAMILIES = {"normal": D.Normal, "laplace": D.Laplace}
@@ -24,6 +24,30 @@ class MLPEncoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> D.Distribution:
         out = self.net(x.reshape(x.shape[0], -1).to(self.net[0].weight.dtype))
+        loc, log_scale = out.split(self.z_dim, -1)
+        return D.Independent(FAMILIES[self.family](loc, log_scale.clamp(-8, 5).exp()), 1)
+
+
+class ConvEncoder(nn.Module):
+    """``x [B, C, H, W]`` (or ``[B, H, W]``) ``-> q(z | x)``: two stride-2 convolutions, then a
+    linear layer to the location and log-scale of a factorised Normal or Laplace over ``z``."""
+
+    def __init__(self, image_shape: tuple, z_dim: int, channels: int = 32, family: str = "normal"):
+        super().__init__()
+        if family not in FAMILIES:
+            raise ValueError(f"unknown encoder family {family!r}; valid: {', '.join(FAMILIES)}")
+        self.image_shape = tuple(image_shape) if len(image_shape) == 3 else (1, *image_shape)
+        self.family, self.z_dim = family, z_dim
+        c, h, w = self.image_shape
+        self.conv = nn.Sequential(
+            nn.Conv2d(c, channels, 4, 2, 1), nn.LeakyReLU(0.2), nn.Conv2d(channels, 2 * channels, 4, 2, 1), nn.LeakyReLU(0.2), nn.Flatten()
+        )
+        with torch.no_grad():
+            flat = self.conv(torch.zeros(1, c, h, w)).shape[1]
+        self.head = nn.Linear(flat, 2 * z_dim)
+
+    def forward(self, x: torch.Tensor) -> D.Distribution:
+        out = self.head(self.conv(x.reshape(x.shape[0], *self.image_shape).to(self.head.weight.dtype)))
         loc, log_scale = out.split(self.z_dim, -1)
         return D.Independent(FAMILIES[self.family](loc, log_scale.clamp(-8, 5).exp()), 1)
 
@@ -70,3 +94,15 @@ class SemiImplicitEncoder(nn.Module):
         """One mixture component per data point (``q(z | psi)`` for a single noise draw)."""
         q = self.mixing(x, 1)
         return D.Independent(D.Normal(q.loc[0], q.scale[0]), 1)
+
+
+class Critic(nn.Module):
+    """WGAN critic ``x [B, ...] -> [B]``: an MLP without normalisation layers (the gradient penalty
+    is taken per sample, which batch normalisation would break)."""
+
+    def __init__(self, x_dim: int, hidden: int = 64):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(x_dim, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.reshape(x.shape[0], -1).to(self.net[0].weight.dtype))[:, 0]
