@@ -28,9 +28,10 @@ These need the model's ``prior(n)`` and ``likelihood(z)`` as distributions (see
   ``rsample(n)`` (samples differentiable in its parameters); hand-written (Pyro has no GAN).
   The history's ``loss`` is the critic's Wasserstein estimate ``E[D(real)] - E[D(fake)]``.
 
-Cost per step: ``vae`` one encoder pass and one ``log_joint`` per data point; ``iwae``, ``rws``
-``particles`` of each; ``sf-vae`` as ``vae``, with a higher-variance encoder gradient. Still to
-come: nothing of the issue's list.
+Cost per step: ``vae`` and ``vae-flow`` one encoder pass and one ``log_joint`` per data point;
+``iwae``, ``rws`` and ``sivi`` ``particles`` of each; ``sf-vae`` as ``vae``, with a
+higher-variance encoder gradient; ``wgan-gp`` ``n_critic`` critic updates and one generator
+update. ``benchmarks/methods.py`` measures them against ALWS.
 """
 from __future__ import annotations
 
