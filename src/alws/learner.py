@@ -32,7 +32,7 @@ from .errors import NonFiniteError
 from .kernels import make_kernel, median_heuristic
 from .model import check_model, exponential_family
 from .regression import BACKENDS, choose_backend, make_regressor, select_hyperparameters, Selection
-from .training import History, Trainer, guarded_step, make_optimizer
+from .training import History, Trainer, fingerprint, guarded_step, make_optimizer
 from .validation import check_choice, check_data, check_int, check_positive, tree_map
 
 __all__ = ["ALWS", "gradient", "fit", "DEFAULT_BANDWIDTH_GRID", "DEFAULT_RIDGE_GRID"]
@@ -467,10 +467,9 @@ def fit(
         record["grad_norm"] = guarded_step(loss, opt, clip_grad_norm)
         return record
 
-    fingerprint = {
-        "model": type(model).__qualname__,
-        "parameters": {name: list(p.shape) for name, p in model.named_parameters()},
-        "config": {
+    run_fingerprint = fingerprint(
+        {"model": model},
+        {
             **learner.describe(),
             "batch_size": batch_size,
             "lr": lr,
@@ -480,14 +479,14 @@ def fit(
             "penalty": None if penalty is None else getattr(penalty, "__qualname__", repr(penalty)),
             "data_shape": list(data.shape),
         },
-    }
+    )
     trainer = Trainer(
         modules={"model": model},
         optimizers={"optimizer": opt},
         stateful={"learner": learner},
         data=data,
         batch_size=batch_size,
-        fingerprint=fingerprint,
+        fingerprint=run_fingerprint,
         checkpoint=checkpoint,
         checkpoint_every=checkpoint_every,
         resume=resume,

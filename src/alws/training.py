@@ -37,6 +37,7 @@ __all__ = [
     "atomic_write_text",
     "seed_everything",
     "make_optimizer",
+    "fingerprint",
     "CHECKPOINT_FORMAT",
 ]
 
@@ -184,6 +185,18 @@ class MinibatchSampler:
     def load_state_dict(self, state: dict) -> None:
         self.generator.set_state(state["generator"])
         self.order, self.position = state["order"], state["position"]
+
+
+def fingerprint(modules: Mapping[str, torch.nn.Module], config: dict) -> dict:
+    """What a checkpoint must match to be resumed: each module's class and parameter shapes,
+    and the JSON-able ``config`` of the run (resume refuses any difference, naming it)."""
+    return {
+        "modules": {
+            name: {"class": type(m).__qualname__, "parameters": {n: list(p.shape) for n, p in m.named_parameters()}}
+            for name, m in modules.items()
+        },
+        "config": config,
+    }
 
 
 def _describe_difference(saved: Mapping, current: Mapping, prefix: str = "") -> list[str]:

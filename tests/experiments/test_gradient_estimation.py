@@ -35,14 +35,20 @@ def test_quadrature_reference_agrees_with_a_one_dimensional_integral():
     assert torch.allclose(g_quad, g_ref, atol=1e-6)
 
 
-def test_exact_krr_gradient_at_2000_sleep_samples_agrees_with_quadrature():
-    # Measured over seeds 0-19 at b=(1, 0.5), sigma_x=1, 50 points, N=2000 (exact KRR, automatic
-    # path): relative error median 0.033, min 0.015, max 0.075. Tolerance: 0.12.
+def softplus_problem(n_points):
+    """Experiment I's model at b=(1, 0.5), sigma_x=1, ``n_points`` data points and their exact
+    per-point gradients (100 Gauss-Hermite nodes)."""
     torch.manual_seed(0)
     model = exp1.SoftplusRegression((1.0, 0.5), 1.0)
     with torch.no_grad():
-        x = model.sample(50)[1]
-    exact = evaluate.exact_gradient(model, x, dim=2, n_nodes=100, reduce="none")
+        x = model.sample(n_points)[1]
+    return model, x, evaluate.exact_gradient(model, x, dim=2, n_nodes=100, reduce="none")
+
+
+def test_exact_krr_gradient_at_2000_sleep_samples_agrees_with_quadrature():
+    # Measured over seeds 0-19 at b=(1, 0.5), sigma_x=1, 50 points, N=2000 (exact KRR, automatic
+    # path): relative error median 0.033, min 0.015, max 0.075. Tolerance: 0.12.
+    model, x, exact = softplus_problem(50)
     estimate = alws.gradient(model, x, n_sleep=2000, regression="exact", reduce="none", seed=7)
     assert evaluate.relative_error(estimate, exact, batched=True) < 0.12
 
@@ -70,11 +76,7 @@ def test_importance_weighted_baseline_gradient_converges_to_the_exact_one():
     # 1000, 0.0046-0.0053 at 20000.
     from alws import baselines
 
-    torch.manual_seed(0)
-    model = exp1.SoftplusRegression((1.0, 0.5), 1.0)
-    with torch.no_grad():
-        x = model.sample(20)[1]
-    exact = evaluate.exact_gradient(model, x, dim=2, n_nodes=100, reduce="none")
+    model, x, exact = softplus_problem(20)
     encoder = baselines.make_encoder(model, x).double()
     torch.manual_seed(0)
     few = evaluate.relative_error(exp1.baseline_gradients(model, encoder, x, 10, True), exact, batched=True)

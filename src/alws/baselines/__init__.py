@@ -42,7 +42,7 @@ from torch import nn
 
 from ..errors import ConfigError, ModelProtocolError
 from ..model import check_model
-from ..training import History, StopTraining, Trainer, guarded_step, make_optimizer
+from ..training import History, StopTraining, Trainer, fingerprint, guarded_step, make_optimizer
 from ..validation import check_choice, check_data, check_int, check_positive
 from .encoders import ConvEncoder, Critic, FlowEncoder, MLPEncoder, SemiImplicitEncoder
 
@@ -58,7 +58,6 @@ METHODS = {
     "sivi": "semi-implicit variational inference, `particles` extra mixing draws (hand-written)",
     "wgan-gp": "Wasserstein GAN with gradient penalty; needs model.rsample(n) (hand-written)",
 }
-PYRO_METHODS = ("vae", "iwae", "sf-vae", "vae-flow")
 
 
 def make_encoder(model: nn.Module, data: torch.Tensor, family: str = "normal", hidden: int = 64) -> nn.Module:
@@ -121,12 +120,6 @@ def fit(
     data = check_data(data, info.x_shape, dtype=info.x_dtype).to(info.device)
     if not 0.0 <= insomnia <= 1.0:
         raise ConfigError(f"insomnia must be in [0, 1], got {insomnia}")
-    if method in PYRO_METHODS and not (callable(getattr(model, "prior", None)) and callable(getattr(model, "likelihood", None))):
-        missing = [h for h in ("prior", "likelihood") if not callable(getattr(model, h, None))]
-        raise ModelProtocolError(
-            f"method {method!r} needs the model's {' and '.join(missing)} hook(s) as distributions; {type(model).__name__} lacks them "
-            "(rws and ALWS need only sample and log_joint)"
-        )
     if method == "wgan-gp":
         return _fit_wgan(model, data, steps, batch_size, critic, n_critic, lr, optimizer, checkpoint, checkpoint_every, resume, seed,
                          callbacks, progress, clip_grad_norm, max_seconds)
@@ -152,17 +145,13 @@ def fit(
 
     else:
         step = _pyro_step(method, model, encoder, particles, opt, clip_grad_norm)
-    fingerprint = {
-        "model": type(model).__qualname__,
-        "parameters": {n: list(p.shape) for n, p in model.named_parameters()},
-        "encoder": {n: list(p.shape) for n, p in encoder.named_parameters()},
-        "config": {"method": method, "batch_size": batch_size, "lr": lr, "particles": particles, "insomnia": insomnia, "n_flows": n_flows,
-                   "train_model": train_model, "seed": seed, "data_shape": list(data.shape)},
-    }
+    modules = {"model": model, "encoder": encoder}
+    config = {"method": method, "batch_size": batch_size, "lr": lr, "particles": particles, "insomnia": insomnia, "n_flows": n_flows,
+              "train_model": train_model, "seed": seed, "data_shape": list(data.shape)}
     callbacks = _with_budget(callbacks, max_seconds)
     trainer = Trainer(
-        modules={"model": model, "encoder": encoder}, optimizers={"optimizer": opt}, data=data, batch_size=batch_size,
-        fingerprint=fingerprint, checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume, seed=seed,
+        modules=modules, optimizers={"optimizer": opt}, data=data, batch_size=batch_size,
+        fingerprint=fingerprint(modules, config), checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume, seed=seed,
         callbacks=callbacks, progress=progress, description=method,
     )
     return trainer.run(step, steps)
@@ -255,15 +244,11 @@ def _fit_wgan(model, data, steps, batch_size, critic, n_critic, lr, optimizer, c
             wasserstein = float(critic(batch).mean() - critic(model.rsample(batch.shape[0])).mean())
         return {"loss": wasserstein, "critic_loss": float(critic_loss.detach()), "grad_norm": grad_norm}
 
-    fingerprint = {
-        "model": type(model).__qualname__,
-        "parameters": {n: list(p.shape) for n, p in model.named_parameters()},
-        "critic": {n: list(p.shape) for n, p in critic.named_parameters()},
-        "config": {"method": "wgan-gp", "batch_size": batch_size, "lr": lr, "n_critic": n_critic, "seed": seed, "data_shape": list(data.shape)},
-    }
+    modules = {"model": model, "critic": critic}
+    config = {"method": "wgan-gp", "batch_size": batch_size, "lr": lr, "n_critic": n_critic, "seed": seed, "data_shape": list(data.shape)}
     trainer = Trainer(
-        modules={"model": model, "critic": critic}, optimizers={"generator": gen_opt, "critic": critic_opt}, data=data,
-        batch_size=batch_size, fingerprint=fingerprint, checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume,
+        modules=modules, optimizers={"generator": gen_opt, "critic": critic_opt}, data=data,
+        batch_size=batch_size, fingerprint=fingerprint(modules, config), checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume,
         seed=seed, callbacks=_with_budget(callbacks, max_seconds), progress=progress, description="wgan-gp",
     )
     sampler_holder["trainer"] = trainer
