@@ -46,7 +46,7 @@ from ..training import History, StopTraining, Trainer, fingerprint, guarded_step
 from ..validation import check_choice, check_data, check_int, check_positive
 from .encoders import ConvEncoder, Critic, FlowEncoder, MLPEncoder, SemiImplicitEncoder
 
-__all__ = ["METHODS", "fit", "rws_loss", "sivi_loss", "gradient_penalty", "MLPEncoder", "ConvEncoder", "FlowEncoder", "SemiImplicitEncoder", "Critic", "make_encoder"]
+__all__ = ["METHODS", "fit", "fit_pyro", "rws_loss", "sivi_loss", "gradient_penalty", "MLPEncoder", "ConvEncoder", "FlowEncoder", "SemiImplicitEncoder", "Critic", "make_encoder"]
 
 #: Method name -> short description.
 METHODS = {
@@ -270,23 +270,29 @@ def sivi_loss(model: nn.Module, encoder: "SemiImplicitEncoder", x: torch.Tensor,
 
 
 def _pyro_step(method, model, encoder, particles, opt, clip_grad_norm):
-    """One step of a Pyro-backed objective, scaled per data point (loss and gradients alike)."""
+    """One step of a Pyro-backed objective for an alws model and an encoder."""
+    from ..pyro import to_pyro
+
+    tag = f"{method}_{id(model)}"
+    pyro_model = to_pyro(model, f"model_{tag}")
+    guide = _guide(encoder, f"encoder_{tag}", score_function=method == "sf-vae")
+    return _pyro_objective_step(method, pyro_model, guide, particles, opt, clip_grad_norm)
+
+
+def _pyro_objective_step(method, pyro_model, guide, particles, opt, clip_grad_norm, penalty=None):
+    """One step of ``method``'s Pyro objective for a model/guide pair, scaled per data point
+    (loss and gradients alike); ``penalty()`` (a scalar) is added to the loss when given."""
     from pyro import poutine
     from pyro.infer import RenyiELBO, Trace_ELBO, TraceGraph_ELBO
 
-    from ..pyro import to_pyro
-
     import pyro
 
-    tag = f"{method}_{id(model)}"
     if method == "sf-vae":
         # TraceGraph_ELBO keeps its decaying-average baselines in the global param store, keyed
         # by site: drop any left by an earlier fit (they have that fit's minibatch shape).
         store = pyro.get_param_store()
         for key in [k for k in store.keys() if k.startswith("__baseline_avg_downstream_cost_")]:
             del store[key]
-    pyro_model = to_pyro(model, f"model_{tag}")
-    guide = _guide(encoder, f"encoder_{tag}", score_function=method == "sf-vae")
     if method in ("vae", "vae-flow"):
         objective = Trace_ELBO()
     elif method == "iwae":
@@ -300,19 +306,70 @@ def _pyro_step(method, model, encoder, particles, opt, clip_grad_norm):
         if method in ("vae", "vae-flow"):
             loss = objective.differentiable_loss(scaled_model, scaled_guide, batch)
             value = float(loss.detach())
+            if penalty is not None:
+                loss = loss + penalty()
             grad_norm = guarded_step(loss, opt, clip_grad_norm)
         else:
             holder = {}
 
             def backward():
                 holder["loss"] = objective.loss_and_grads(scaled_model, scaled_guide, batch)
-                return holder["loss"]
+                if penalty is None:
+                    return holder["loss"]
+                extra = penalty()
+                extra.backward()
+                return holder["loss"] + float(extra.detach())
 
             grad_norm = guarded_step(backward, opt, clip_grad_norm)
             value = holder["loss"]
         return {"loss": value, "grad_norm": grad_norm}
 
     return step
+
+
+def fit_pyro(
+    method: str,
+    pyro_model: Callable,
+    guide: Callable,
+    modules: dict,
+    data,
+    *,
+    steps: int = 1000,
+    batch_size: int = 100,
+    particles: int = 8,
+    penalty: Callable[[], torch.Tensor] | None = None,
+    max_seconds: float | None = None,
+    lr: float = 1e-3,
+    optimizer="adam",
+    checkpoint=None,
+    checkpoint_every: int = 100,
+    resume: bool = False,
+    seed: int | None = None,
+    callbacks: Iterable[Callable] = (),
+    progress: bool | None = None,
+    clip_grad_norm: float | None = None,
+) -> History:
+    """Train a hand-written Pyro ``pyro_model(x)`` / ``guide(x)`` pair with ``method`` (``vae``,
+    ``iwae`` or ``sf-vae``; the guide decides which sites are reparameterised) through the shared
+    :class:`~alws.training.Trainer`, for models whose latents are not one vector (e.g. a discrete
+    component and a continuous one). ``modules``: ``name -> nn.Module`` holding every trained
+    parameter (checkpointed; both functions must use only these). ``penalty()``: optional scalar
+    added to the loss per step (MAP terms per data point)."""
+    check_choice("method", method, ("vae", "iwae", "sf-vae"))
+    check_int("steps", steps, 1)
+    check_int("batch_size", batch_size, 1)
+    check_positive("lr", lr)
+    data = check_data(data)
+    params = [p for m in modules.values() for p in m.parameters()]
+    opt = make_optimizer(optimizer, params, lr)
+    step = _pyro_objective_step(method, pyro_model, guide, particles, opt, clip_grad_norm, penalty)
+    config = {"method": method, "batch_size": batch_size, "lr": lr, "particles": particles, "seed": seed, "data_shape": list(data.shape)}
+    trainer = Trainer(
+        modules=modules, optimizers={"optimizer": opt}, data=data, batch_size=batch_size,
+        fingerprint=fingerprint(modules, config), checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume, seed=seed,
+        callbacks=_with_budget(callbacks, max_seconds), progress=progress, description=method,
+    )
+    return trainer.run(step, steps)
 
 
 def _guide(encoder: nn.Module, name: str, score_function: bool = False) -> Callable:

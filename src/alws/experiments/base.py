@@ -48,6 +48,9 @@ EXPERIMENTS = {
     "gradient-estimation": "gradient_estimation",
     "blowfly": "blowfly",
     "hodgkin-huxley": "hodgkin_huxley",
+    "gabor-ring": "gabor_ring",
+    "pinwheel": "pinwheel",
+    "ica": "ica",
 }
 
 
@@ -150,6 +153,8 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             raise ConfigError(f"{key} expects true or false, got {value!r}")
         return value
     if hint is str:
+        if isinstance(value, bool):  # `--set key=true` parses as JSON true; the key wants a word
+            return "true" if value else "false"
         if not isinstance(value, str):
             raise ConfigError(f"{key} expects a string, got {value!r}")
         return value
