@@ -7,7 +7,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: run test venv clean
+.PHONY: run test venv datasets clean
 
 $(BIN)/alws: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,18 @@ venv: $(BIN)/alws
 run: $(BIN)/alws
 	$(BIN)/alws run gradient-estimation
 
-test: $(BIN)/alws
+# Debian's dataset-fashion-mnist (60,000 + 10,000 images under /usr/share/datasets) for the
+# image tests and `alws run images --set dataset=fashion-mnist`; needs root and apt-get,
+# otherwise the tests that need it are skipped with a message.
+datasets:
+	@if [ ! -d /usr/share/datasets/fashion-mnist ]; then \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    apt-get install -y -q dataset-fashion-mnist >/dev/null || (apt-get update -q >/dev/null && apt-get install -y -q dataset-fashion-mnist >/dev/null) \
+	      || echo "could not install dataset-fashion-mnist: its tests will be skipped"; \
+	  else echo "dataset-fashion-mnist not installed (needs root and apt-get): its tests will be skipped"; fi; \
+	fi
+
+test: $(BIN)/alws datasets
 	$(BIN)/python -m pytest
 
 clean:

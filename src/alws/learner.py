@@ -32,7 +32,7 @@ from .errors import NonFiniteError
 from .kernels import make_kernel, median_heuristic
 from .model import check_model, exponential_family
 from .regression import BACKENDS, choose_backend, make_regressor, select_hyperparameters, Selection
-from .training import History, Trainer, fingerprint, guarded_step, make_optimizer
+from .training import History, Trainer, fingerprint, guarded_step, make_optimizer, with_time_budget
 from .validation import check_choice, check_data, check_int, check_positive, tree_map
 
 __all__ = ["ALWS", "gradient", "fit", "DEFAULT_BANDWIDTH_GRID", "DEFAULT_RIDGE_GRID"]
@@ -155,6 +155,9 @@ class ALWS:
             "selection": None if sel is None else [sel.bandwidth, sel.ridge, sel.loo_error, sel.n_used],
             "exponential_family_path": self.exponential_family_path,
             "regressor": self.regressor.state_dict() if hasattr(self.regressor, "state_dict") else {},
+            # a feature network trained during the run (e.g. AdaptiveFeatures) resumes with it
+            "features": self.features.state_dict() if isinstance(self.features, nn.Module) else None,
+            "features_optimizer": self.features.optimizer.state_dict() if isinstance(getattr(self.features, "optimizer", None), torch.optim.Optimizer) else None,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -164,6 +167,10 @@ class ALWS:
         self.exponential_family_path = state["exponential_family_path"]
         if hasattr(self.regressor, "load_state_dict"):
             self.regressor.load_state_dict(state["regressor"])
+        if state.get("features") is not None and isinstance(self.features, nn.Module):
+            self.features.load_state_dict(state["features"])
+        if state.get("features_optimizer") is not None and isinstance(getattr(self.features, "optimizer", None), torch.optim.Optimizer):
+            self.features.optimizer.load_state_dict(state["features_optimizer"])
 
     # -- the pieces ----------------------------------------------------------------------------
     def sleep(self):
@@ -420,6 +427,7 @@ def fit(
     progress: bool | None = None,
     clip_grad_norm: float | None = None,
     penalty: Callable[[nn.Module], torch.Tensor] | None = None,
+    max_seconds: float | None = None,
     **options,
 ) -> History:
     """Train ``model`` in place by maximum likelihood with ALWS gradients.
@@ -439,6 +447,8 @@ def fit(
         clip_grad_norm: optional gradient-norm clipping.
         penalty: optional ``penalty(model) -> scalar`` added to the loss each step, e.g. minus a
             log prior over the parameters divided by the number of data points (MAP terms).
+        max_seconds: stop once this much wall time has passed (a budget matched to another
+            method's); ``steps`` still caps the run.
         **options: passed to :class:`ALWS` (``regression``, ``kernel``, ``features``,
             ``bandwidth``, ``ridge``, ``select_every``, ``exponential_family``, ...).
 
@@ -491,7 +501,7 @@ def fit(
         checkpoint_every=checkpoint_every,
         resume=resume,
         seed=seed,
-        callbacks=callbacks,
+        callbacks=with_time_budget(callbacks, max_seconds),
         progress=progress,
         description=f"alws ({learner.backend}, N={n_sleep})",
     )

@@ -9,7 +9,7 @@ from torch import nn
 
 from .model import LatentVariableModel
 
-__all__ = ["LinearGaussian"]
+__all__ = ["LinearGaussian", "ImageModel", "MLPGenerator", "DCGANGenerator"]
 
 
 class LinearGaussian(LatentVariableModel):
@@ -56,3 +56,88 @@ class LinearGaussian(LatentVariableModel):
     def log_marginal(self, x: torch.Tensor) -> torch.Tensor:
         """Exact ``log p(x)``, shape ``[n]``."""
         return self.marginal().log_prob(x)
+
+
+class MLPGenerator(nn.Module):
+    """``z [n, d] -> [n, C, H, W]``: two hidden layers (``hidden``, ``2 * hidden``, LeakyReLU)."""
+
+    def __init__(self, latent_dim: int, shape: tuple, hidden: int = 256):
+        super().__init__()
+        self.shape = tuple(shape)
+        self.net = nn.Sequential(nn.Linear(latent_dim, hidden), nn.LeakyReLU(0.2), nn.Linear(hidden, 2 * hidden), nn.LeakyReLU(0.2),
+                                 nn.Linear(2 * hidden, math.prod(self.shape)))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z).reshape(z.shape[0], *self.shape)
+
+
+class DCGANGenerator(nn.Module):
+    """DCGAN-style ``z [n, d] -> [n, C, H, W]`` for ``H, W`` divisible by 4: a linear layer to
+    ``2 * width`` maps of ``H/4 x W/4``, then two stride-2 transposed convolutions (GroupNorm and
+    ReLU between: unlike BatchNorm, the same function of each ``z`` whatever the batch, which
+    sleep samples and the log-joint need). Meant for a GPU; on a CPU the MLP is faster."""
+
+    def __init__(self, latent_dim: int, shape: tuple, width: int = 64):
+        super().__init__()
+        c, h, w = shape
+        if h % 4 or w % 4:
+            raise ValueError(f"the DCGAN generator needs image sides divisible by 4, got {h}x{w}")
+        self.shape, self.start = tuple(shape), (2 * width, h // 4, w // 4)
+        self.project = nn.Linear(latent_dim, math.prod(self.start))
+        self.net = nn.Sequential(
+            nn.GroupNorm(8, 2 * width), nn.ReLU(),
+            nn.ConvTranspose2d(2 * width, width, 4, stride=2, padding=1), nn.GroupNorm(8, width), nn.ReLU(),
+            nn.ConvTranspose2d(width, c, 4, stride=2, padding=1),
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(self.project(z).reshape(z.shape[0], *self.start))
+
+
+class ImageModel(LatentVariableModel):
+    """``z ~ N(0, I_d)``, ``x [C, H, W] | z ~ Bernoulli(logits = G(z))`` (``likelihood="bernoulli"``)
+    or ``N(G(z), sigma^2)`` with one learned ``sigma`` (``"gaussian"``); ``G`` an
+    :class:`MLPGenerator` or :class:`DCGANGenerator`. Both likelihoods take the exponential-family
+    fast path. ``rsample(n)`` gives the noise-free images (probabilities or means),
+    differentiable in the parameters (for WGAN-GP)."""
+
+    def __init__(self, shape: tuple, latent_dim: int = 16, likelihood: str = "gaussian", generator: str = "mlp", hidden: int = 256,
+                 sigma: float = 0.2):
+        super().__init__()
+        if likelihood not in ("bernoulli", "gaussian"):
+            raise ValueError(f"likelihood must be 'bernoulli' or 'gaussian', got {likelihood!r}")
+        if generator not in ("mlp", "dcgan"):
+            raise ValueError(f"generator must be 'mlp' or 'dcgan', got {generator!r}")
+        self.shape, self.latent_dim, self.kind = tuple(shape), latent_dim, likelihood
+        self.generator = MLPGenerator(latent_dim, shape, hidden) if generator == "mlp" else DCGANGenerator(latent_dim, shape)
+        if likelihood == "gaussian":
+            self.log_sigma = nn.Parameter(torch.tensor(math.log(sigma)))
+
+    def _device(self):
+        return next(self.parameters()).device
+
+    def prior(self, n: int) -> D.Distribution:
+        zero = torch.zeros(n, self.latent_dim, device=self._device())
+        return D.Independent(D.Normal(zero, torch.ones_like(zero)), 1)
+
+    def log_prior(self, z: torch.Tensor) -> torch.Tensor:
+        return self.prior(z.shape[0]).log_prob(z)
+
+    def likelihood(self, z: torch.Tensor) -> D.Distribution:
+        out = self.generator(z)
+        if self.kind == "bernoulli":
+            return D.Independent(D.Bernoulli(logits=out), 3)
+        return D.Independent(D.Normal(out, self.log_sigma.exp()), 3)
+
+    def mean_image(self, z: torch.Tensor) -> torch.Tensor:
+        out = self.generator(z)
+        return torch.sigmoid(out) if self.kind == "bernoulli" else out
+
+    def rsample(self, n: int) -> torch.Tensor:
+        return self.mean_image(self.prior(n).sample())
+
+    def sample(self, n: int):
+        with torch.no_grad():
+            z = self.prior(n).sample()
+            return z, self.likelihood(z).sample()
+

@@ -29,6 +29,7 @@ from .errors import CheckpointError, NonFiniteError
 
 __all__ = [
     "StopTraining",
+    "with_time_budget",
     "History",
     "MinibatchSampler",
     "Trainer",
@@ -351,3 +352,22 @@ class Trainer:
         finally:
             bar.close()
         return self.history
+
+
+def with_time_budget(callbacks, max_seconds: float | None) -> list:
+    """``callbacks`` plus, if ``max_seconds`` is given, one that stops training after that much time."""
+    callbacks = list(callbacks)
+    if max_seconds is not None:
+        import time
+
+        if not max_seconds > 0:
+            raise ValueError(f"max_seconds must be > 0, got {max_seconds}")
+        clock = {"start": None}
+
+        def budget(step, record):
+            clock["start"] = clock["start"] or time.perf_counter() - record["time"]
+            if time.perf_counter() - clock["start"] >= max_seconds:
+                raise StopTraining
+
+        callbacks.append(budget)
+    return callbacks

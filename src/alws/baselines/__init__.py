@@ -42,7 +42,7 @@ from torch import nn
 
 from ..errors import ConfigError, ModelProtocolError
 from ..model import check_model
-from ..training import History, StopTraining, Trainer, fingerprint, guarded_step, make_optimizer
+from ..training import History, Trainer, fingerprint, guarded_step, make_optimizer, with_time_budget
 from ..validation import check_choice, check_data, check_int, check_positive
 from .encoders import ConvEncoder, Critic, FlowEncoder, MLPEncoder, SemiImplicitEncoder
 
@@ -148,7 +148,7 @@ def fit(
     modules = {"model": model, "encoder": encoder}
     config = {"method": method, "batch_size": batch_size, "lr": lr, "particles": particles, "insomnia": insomnia, "n_flows": n_flows,
               "train_model": train_model, "seed": seed, "data_shape": list(data.shape)}
-    callbacks = _with_budget(callbacks, max_seconds)
+    callbacks = with_time_budget(callbacks, max_seconds)
     trainer = Trainer(
         modules=modules, optimizers={"optimizer": opt}, data=data, batch_size=batch_size,
         fingerprint=fingerprint(modules, config), checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume, seed=seed,
@@ -186,24 +186,6 @@ def rws_loss(model: nn.Module, encoder: nn.Module, x: torch.Tensor, particles: i
         surrogate = surrogate - (1 - insomnia) * encoder(x_sleep).log_prob(z_sleep).mean()
     bound = -float((torch.logsumexp(log_w.detach(), 0) - torch.log(torch.tensor(float(particles)))).mean())
     return surrogate, bound
-
-
-def _with_budget(callbacks, max_seconds: float | None) -> list:
-    """``callbacks`` plus, if ``max_seconds`` is given, one that stops training after that much time."""
-    callbacks = list(callbacks)
-    if max_seconds is not None:
-        import time
-
-        check_positive("max_seconds", max_seconds)
-        clock = {"start": None}
-
-        def budget(step, record):
-            clock["start"] = clock["start"] or time.perf_counter() - record["time"]
-            if time.perf_counter() - clock["start"] >= max_seconds:
-                raise StopTraining
-
-        callbacks.append(budget)
-    return callbacks
 
 
 def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
@@ -249,7 +231,7 @@ def _fit_wgan(model, data, steps, batch_size, critic, n_critic, lr, optimizer, c
     trainer = Trainer(
         modules=modules, optimizers={"generator": gen_opt, "critic": critic_opt}, data=data,
         batch_size=batch_size, fingerprint=fingerprint(modules, config), checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume,
-        seed=seed, callbacks=_with_budget(callbacks, max_seconds), progress=progress, description="wgan-gp",
+        seed=seed, callbacks=with_time_budget(callbacks, max_seconds), progress=progress, description="wgan-gp",
     )
     sampler_holder["trainer"] = trainer
     return trainer.run(step, steps)
@@ -367,7 +349,7 @@ def fit_pyro(
     trainer = Trainer(
         modules=modules, optimizers={"optimizer": opt}, data=data, batch_size=batch_size,
         fingerprint=fingerprint(modules, config), checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume, seed=seed,
-        callbacks=_with_budget(callbacks, max_seconds), progress=progress, description=method,
+        callbacks=with_time_budget(callbacks, max_seconds), progress=progress, description=method,
     )
     return trainer.run(step, steps)
 

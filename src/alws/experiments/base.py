@@ -51,6 +51,8 @@ EXPERIMENTS = {
     "gabor-ring": "gabor_ring",
     "pinwheel": "pinwheel",
     "ica": "ica",
+    "images": "images",
+    "images-benchmark": "images_benchmark",
 }
 
 
@@ -140,6 +142,10 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             return tuple(_coerce(v, a, key) for v, a in zip(value, args))
         inner = args[0] if args else Any
         return (tuple if origin is tuple else list)(_coerce(v, inner, key) for v in value)
+    if hint is dict or origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key} expects a JSON object, got {value!r}")
+        return dict(value)
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key} expects a number, got {value!r}")

@@ -215,6 +215,9 @@ def run(config: Config, ctx) -> dict:
         return {"train_seconds": seconds, "steps": len(history), **metrics, "curve": curve,
                 "orientations": orientation(images).tolist(), "examples": images[:20].tolist()}
 
+    for latent in ("ring", "gaussian"):
+        initial = evaluate(RingGenerator(config.size, config.hidden, latent, seed=config.seed), test, config.n_eval, config.seed)
+        results[f"initial_{latent}"] = {k: v for k, v in initial.items() if not k.startswith("_")}
     results["methods"]["alws"] = ctx.stage("alws", lambda: train("alws"))
     if config.baseline:
         results["methods"]["vae"] = ctx.stage("vae", lambda: train("vae"))
@@ -231,7 +234,9 @@ def report(results: dict) -> str:
     lines = [f"Gabor ring: {d['n_train']} train / {d['n_test']} test filters; orientation estimator error {d['orientation_estimator_error_deg']:.2f} deg; "
              f"MMD train vs test {d['test_mmd_floor']:.2e}",
              f"{'method':<6} {'MMD':>10} {'circ.var':>9} {'KS':>7} {'sigma':>8} {'steps':>6} {'seconds':>8}",
-             f"{'data':<6} {'':>10} {d['circular_variance']:>9.3f} {d['ks_distance']:>7.3f}"]
+             f"{'data':<6} {'':>10} {d['circular_variance']:>9.3f} {d['ks_distance']:>7.3f}",
+             f"{'start':<6} {results['initial_ring']['mmd']:>10.2e} {results['initial_ring']['circular_variance']:>9.3f} "
+             f"{results['initial_ring']['ks_distance']:>7.3f}   (ring latent, before training)"]
     for method, r in results["methods"].items():
         lines.append(f"{method:<6} {r['mmd']:>10.2e} {r['circular_variance']:>9.3f} {r['ks_distance']:>7.3f} {r['sigma']:>8.4f} {r['steps']:>6d} {r['train_seconds']:>8.1f}")
     return "\n".join(lines)

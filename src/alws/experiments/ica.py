@@ -26,7 +26,6 @@ from torch import nn
 from ..errors import ConfigError
 from ..evaluate import amari_distance
 from ..model import LatentVariableModel
-from ..training import StopTraining
 from .base import ExperimentConfig
 
 NAME = "ica"
@@ -68,10 +67,11 @@ class NoisyICA(LatentVariableModel):
             return z, self.likelihood(z).sample()
 
 
-def natural_patches(patch: int, n_patches: int, seed: int, images=None) -> torch.Tensor:
+def natural_patches(patch: int, n_patches: int, seed: int, images=None, standardise: bool = True) -> torch.Tensor:
     """``[n_patches, patch * patch]`` grey-scale patches cropped at seeded random places from
     ``images`` (a list of ``[H, W]`` or ``[H, W, 3]`` arrays; default: scikit-learn's sample
-    photographs), each with its mean removed, scaled so the whole set has unit variance."""
+    photographs). ``standardise``: remove each patch's mean and scale the whole set to unit
+    variance (otherwise the raw pixel values are kept)."""
     if images is None:
         from sklearn.datasets import load_sample_images
 
@@ -87,8 +87,9 @@ def natural_patches(patch: int, n_patches: int, seed: int, images=None) -> torch
         im = grey[rng.integers(len(grey))]
         r, c = rng.integers(im.shape[0] - patch + 1), rng.integers(im.shape[1] - patch + 1)
         out[i] = im[r : r + patch, c : c + patch].ravel()
-    out -= out.mean(1, keepdims=True)
-    out /= out.std()
+    if standardise:
+        out -= out.mean(1, keepdims=True)
+        out /= out.std()
     return torch.from_numpy(out).float()
 
 
@@ -175,14 +176,6 @@ def _amari_recorder(model: NoisyICA, truth: torch.Tensor, every: int, start: lis
     return callback
 
 
-def _deadline(start: list, seconds: float):
-    def callback(step: int, record: dict) -> None:
-        if time.perf_counter() - start[0] >= seconds:
-            raise StopTraining(f"wall-time budget of {seconds} s reached")
-
-    return callback
-
-
 def _curve(history, initial: float) -> list:
     return [{"step": 0, "wall_s": 0.0, "amari": initial}] + [
         {"step": r["step"], "wall_s": r["wall_s"], "amari": r["amari"], "sigma": r["sigma"]} for r in history if "amari" in r
@@ -209,13 +202,11 @@ def run(config: Config, ctx) -> dict:
         start = [time.perf_counter()]
         record = _amari_recorder(model, truth, config.record_every, start)
         callbacks = [record]
-        if method == "alws" and config.max_seconds is not None:
-            callbacks.append(_deadline(start, config.max_seconds))
         checkpoint = ctx.checkpoint(method)
         common = dict(steps=config.steps, batch_size=config.batch_size, seed=config.seed, checkpoint=checkpoint, resume=checkpoint.exists(),
                       checkpoint_every=max(1, config.steps // 10), callbacks=callbacks, progress=ctx.show_progress)
         if method == "alws":
-            history = fit(model, data, n_sleep=config.n_sleep, lr=config.lr, regression=config.regression,
+            history = fit(model, data, n_sleep=config.n_sleep, lr=config.lr, regression=config.regression, max_seconds=config.max_seconds,
                           exponential_family={"auto": "auto", "true": True, "false": False}[config.exponential_family],
                           **common)
         else:

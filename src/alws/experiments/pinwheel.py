@@ -287,6 +287,8 @@ def run(config: Config, ctx) -> dict:
             resume=checkpoint.exists(), checkpoint_every=max(1, config.steps // 10), callbacks=[recorder(model, start)], progress=ctx.show_progress)
         return evaluate(model, time.perf_counter() - start, history)
 
+    initial = PinwheelMixture(config.K, config.hidden, seed=config.seed).to(config.device)
+    results["initial_test_log_likelihood"] = held_out_log_likelihood(initial, test, config.n_is_samples, seed=config.seed)["mean"]
     results["methods"]["alws"] = ctx.stage("alws", train_alws)
     if config.baseline:
         results["methods"]["sf-vae"] = ctx.stage("sf-vae", train_sf_vae)
@@ -300,7 +302,8 @@ def run(config: Config, ctx) -> dict:
 
 
 def report(results: dict) -> str:
-    lines = [f"pinwheel: {results['n_train']} train / {results['n_test']} test points",
+    lines = [f"pinwheel: {results['n_train']} train / {results['n_test']} test points; initial model's test log-lik "
+             f"{results['initial_test_log_likelihood']:.3f}",
              f"{'method':<8} {'test log-lik':>13} {'(s.e.)':>7} {'train log-lik':>14} {'components':>10} {'steps':>6} {'seconds':>8}"]
     for method, r in results["methods"].items():
         ll = r["test_log_likelihood"]

@@ -1,0 +1,75 @@
+import json
+
+import pytest
+import torch
+
+import alws
+from alws.errors import ConfigError
+from alws.feature_learning import AdaptiveFeatures, RandomProjection
+from alws.models import ImageModel
+
+
+@pytest.mark.parametrize("likelihood", ["bernoulli", "gaussian"])
+@pytest.mark.parametrize("generator", ["mlp", "dcgan"])
+def test_image_model_follows_the_protocol_with_both_likelihoods_and_generators(likelihood, generator):
+    torch.manual_seed(0)
+    model = ImageModel((1, 8, 8), latent_dim=3, likelihood=likelihood, generator=generator, hidden=16)
+    z, x = model.sample(5)
+    assert z.shape == (5, 3) and x.shape == (5, 1, 8, 8)
+    if likelihood == "bernoulli":
+        assert set(x.unique().tolist()) <= {0.0, 1.0}
+    alws.check_model(model)  # includes the fast-path hooks against log_joint
+    assert model.rsample(4).requires_grad
+
+
+def test_adaptive_features_lower_their_held_out_regression_error():
+    torch.manual_seed(0)
+    model = ImageModel((1, 8, 8), latent_dim=2, likelihood="gaussian", hidden=16, sigma=0.1)
+    features = AdaptiveFeatures(64, dim=4, hidden=32, lr=3e-3)
+    torch.manual_seed(1)
+    before = float(features.validation_error(model, 200).detach())
+    features.update(model, steps=60, n=200)
+    torch.manual_seed(1)
+    after = float(features.validation_error(model, 200).detach())
+    assert after < 0.8 * before
+
+
+def test_random_projection_is_fixed_by_its_seed():
+    x = torch.rand(3, 1, 4, 4)
+    assert torch.equal(RandomProjection(16, 5, seed=2)(x), RandomProjection(16, 5, seed=2)(x))
+    assert not torch.equal(RandomProjection(16, 5, seed=2)(x), RandomProjection(16, 5, seed=3)(x))
+
+
+def test_smoke_runs_of_alws_and_a_baseline_write_the_table_and_the_grid(tmp_path):
+    from alws.experiments.base import run_experiment
+
+    results, out = run_experiment("images", "smoke", out_dir=tmp_path / "run", progress=False,
+                                  overrides=[f"cache_dir={json.dumps(str(tmp_path / 'cache'))}"])
+    for name in ("results.json", "table.md", "samples.png"):
+        assert (out / name).exists(), name
+    table = (out / "table.md").read_text()
+    for method in ("alws-projection", "alws-adaptive", "vae", "data (train images)"):
+        assert f"| {method} |" in table
+    for row in results["methods"].values():
+        assert row["steps"] >= 1 and row["fid"] > results["data_reference"]["fid"]
+
+
+@pytest.mark.parametrize("override, message", [
+    ('dataset="svhn"', "unknown dataset 'svhn'; valid: binarised-mnist"), ("seconds_per_method=0", "budget"),
+    ("max_steps=0", "max_steps must be >= 1"), ('methods=["gan"]', "unknown method"),
+])
+def test_config_errors(override, message):
+    from alws.experiments.base import load_experiment, resolve_config
+
+    with pytest.raises(ConfigError, match=message):
+        resolve_config(load_experiment("images"), overrides=[override])
+
+
+def test_benchmark_refuses_a_non_positive_budget_and_splits_it_evenly():
+    from alws.experiments.base import load_experiment, resolve_config
+
+    module = load_experiment("images-benchmark")
+    with pytest.raises(ConfigError, match="budget_minutes must be > 0"):
+        resolve_config(module, overrides=["budget_minutes=0"])
+    config = resolve_config(module, overrides=["budget_minutes=24", "training_fraction=1.0"])
+    assert config.seconds_per_method() == pytest.approx(24 * 60 / (3 * 8))
