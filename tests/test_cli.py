@@ -15,7 +15,7 @@ def test_list_names_the_experiments(capsys):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["run", "no-such-experiment"], "valid: blowfly, gradient-estimation, hodgkin-huxley"),
+        (["run", "no-such-experiment"], "valid: blowfly, gabor-ring, gradient-estimation, hodgkin-huxley, ica, images, images-benchmark, pinwheel"),
         (["run", "gradient-estimation", "--preset", "huge"], "valid: default, smoke"),
         (["run", "gradient-estimation", "--set", "n_pointz=3"], "valid keys: seed, device"),
         (["run", "gradient-estimation", "--set", "n_points"], "key=value"),
