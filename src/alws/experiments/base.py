@@ -64,9 +64,21 @@ class ExperimentConfig:
     device: str = "cpu"
 
     def validate(self) -> None:
-        """Raise :class:`ConfigError` for values out of range (subclasses extend this)."""
+        """Raise :class:`ConfigError` for values out of range (subclasses extend this). The
+        common keys ``regression`` and ``exponential_family`` are checked here for every
+        experiment that has them."""
         if self.device != "cpu" and not self.device.startswith("cuda"):
             raise ConfigError(f"device must be 'cpu' or 'cuda[:k]', got {self.device!r}")
+        regression = getattr(self, "regression", "auto")
+        if regression not in ("auto", "exact", "rff", "nystrom"):
+            raise ConfigError(f"unknown regression {regression!r}; valid: auto, exact, rff, nystrom")
+        path = getattr(self, "exponential_family", "auto")
+        if path not in ("auto", "true", "false"):
+            raise ConfigError(f"exponential_family must be 'auto', 'true' or 'false', got {path!r}")
+
+    def exponential_family_option(self):
+        """The config's ``exponential_family`` word as :func:`alws.fit` takes it."""
+        return {"auto": "auto", "true": True, "false": False}[getattr(self, "exponential_family", "auto")]
 
 
 @dataclass
@@ -89,8 +101,6 @@ class TrainingConfig(ExperimentConfig):
             raise ConfigError(f"n_sleep must be >= 2, got {self.n_sleep}")
         if self.lr <= 0:
             raise ConfigError(f"lr must be > 0, got {self.lr}")
-        if self.regression not in ("auto", "exact", "rff", "nystrom"):
-            raise ConfigError(f"unknown regression {self.regression!r}; valid: auto, exact, rff, nystrom")
 
 
 def record_parameters(values: Callable[[], dict], every: int) -> Callable:

@@ -153,10 +153,6 @@ class Config(ExperimentConfig):
         for key in ("aspect", "wavelength", "width", "lr", "vae_lr"):
             if getattr(self, key) <= 0:
                 raise ConfigError(f"{key} must be > 0, got {getattr(self, key)}")
-        if self.regression not in ("auto", "exact", "rff", "nystrom"):
-            raise ConfigError(f"unknown regression {self.regression!r}; valid: auto, exact, rff, nystrom")
-        if self.exponential_family not in ("auto", "true", "false"):
-            raise ConfigError(f"exponential_family must be auto, true or false, got {self.exponential_family!r}")
 
 
 PRESETS = {"smoke": {"n_train": 500, "n_test": 200, "hidden": 32, "steps": 60, "n_sleep": 200, "lr": 0.01, "vae_lr": 0.01, "n_eval": 200,
@@ -204,7 +200,7 @@ def run(config: Config, ctx) -> dict:
                       checkpoint_every=max(1, config.steps // 10), callbacks=[recorder(model, start)], progress=ctx.show_progress)
         if method == "alws":
             history = fit(model, train_images, steps=config.steps, n_sleep=config.n_sleep, lr=config.lr, regression=config.regression,
-                          exponential_family={"auto": "auto", "true": True, "false": False}[config.exponential_family], **common)
+                          exponential_family=config.exponential_family_option(), **common)
         else:
             history = baselines.fit("vae", model, train_images, steps=100 * config.steps, lr=config.vae_lr,
                                     max_seconds=results["methods"]["alws"]["train_seconds"], **common)

@@ -186,8 +186,6 @@ class Config(TrainingConfig):
             raise ConfigError(f"n_steps = {self.n_steps} is too short for the step current (on for the middle 80%): use >= 20")
         if self.features not in ("raw", "binned"):
             raise ConfigError(f"features must be 'raw' or 'binned', got {self.features!r}")
-        if self.exponential_family not in ("auto", "true", "false"):
-            raise ConfigError(f"exponential_family must be 'auto', 'true' or 'false', got {self.exponential_family!r}")
         if self.bin_steps < 1 or self.bin_steps > self.n_steps:
             raise ConfigError(f"bin_steps must be in 1..n_steps, got {self.bin_steps}")
         if self.n_traces < 1:
@@ -248,7 +246,7 @@ def run(config: Config, ctx) -> dict:
     history = fit(
         model, data, steps=config.steps, batch_size=config.n_traces, n_sleep=config.n_sleep, lr=config.lr, seed=config.seed,
         regression=config.regression, features=BinnedTrace(config.bin_steps) if config.features == "binned" else None,
-        exponential_family={"auto": "auto", "true": True, "false": False}[config.exponential_family],
+        exponential_family=config.exponential_family_option(),
         checkpoint=checkpoint, resume=checkpoint.exists(),
         checkpoint_every=max(1, config.steps // 10), callbacks=[record], progress=ctx.show_progress,
     )

@@ -154,10 +154,6 @@ class Config(ExperimentConfig):
                 raise ConfigError(f"{key} must be > 0, got {getattr(self, key)}")
         if self.max_seconds is not None and self.max_seconds <= 0:
             raise ConfigError(f"max_seconds must be > 0, got {self.max_seconds}")
-        if self.regression not in ("auto", "exact", "rff", "nystrom"):
-            raise ConfigError(f"unknown regression {self.regression!r}; valid: auto, exact, rff, nystrom")
-        if self.exponential_family not in ("auto", "true", "false"):
-            raise ConfigError(f"exponential_family must be auto, true or false, got {self.exponential_family!r}")
 
 
 PRESETS = {
@@ -207,7 +203,7 @@ def run(config: Config, ctx) -> dict:
                       checkpoint_every=max(1, config.steps // 10), callbacks=callbacks, progress=ctx.show_progress)
         if method == "alws":
             history = fit(model, data, n_sleep=config.n_sleep, lr=config.lr, regression=config.regression, max_seconds=config.max_seconds,
-                          exponential_family={"auto": "auto", "true": True, "false": False}[config.exponential_family],
+                          exponential_family=config.exponential_family_option(),
                           **common)
         else:
             budget = config.max_seconds if config.max_seconds is not None else results["methods"]["alws"]["train_seconds"]

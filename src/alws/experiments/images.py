@@ -89,10 +89,6 @@ class Config(ExperimentConfig):
                 raise ConfigError(f"{key} must be > 0, got {getattr(self, key)}")
         if self.generator not in ("mlp", "dcgan"):
             raise ConfigError(f"generator must be 'mlp' or 'dcgan', got {self.generator!r}")
-        if self.regression not in ("auto", "exact", "rff", "nystrom"):
-            raise ConfigError(f"unknown regression {self.regression!r}; valid: auto, exact, rff, nystrom")
-        if self.exponential_family not in ("auto", "true", "false"):
-            raise ConfigError(f"exponential_family must be auto, true or false, got {self.exponential_family!r}")
 
 
 PRESETS = {
@@ -129,7 +125,7 @@ def _train_method(method: str, config: Config, train: torch.Tensor, likelihood: 
 
             callbacks = [refresh]
         history = fit(model, train, n_sleep=config.n_sleep, regression=config.regression, n_features=config.n_features, features=features,
-                      exponential_family={"auto": "auto", "true": True, "false": False}[config.exponential_family], callbacks=callbacks,
+                      exponential_family=config.exponential_family_option(), callbacks=callbacks,
                       **{**common, "lr": config.alws_lr})
     else:
         options = {"particles": config.particles} if method in ("iwae", "rws", "sivi") else {}
