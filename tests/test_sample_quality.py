@@ -3,7 +3,7 @@ import pytest
 import scipy.linalg
 import torch
 
-from alws.sample_quality import FeatureNet, feature_network, fid, frechet_distance, kid
+from alws.sample_quality import feature_network, fid, frechet_distance, kid
 
 
 def scipy_fid(a, b):

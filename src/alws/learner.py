@@ -22,7 +22,6 @@ sleep samples every ``select_every`` steps.
 from __future__ import annotations
 
 import math
-import time
 from typing import Any, Callable, Iterable
 
 import torch

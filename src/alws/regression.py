@@ -204,7 +204,7 @@ def loo_errors(x: torch.Tensor, y: torch.Tensor, kernel: Kernel, bandwidths, rid
     n = x.shape[0]
     if y.dim() == 2:
         y, statistics = y[:, :, None], None
-    k, q = y.shape[1], y.shape[2]
+    q = y.shape[2]
     truth = y[:, :, 0] if statistics is None else torch.einsum("ikq,iq->ik", y, statistics)
     var = truth.var(0, unbiased=False)
     keep = var > 1e-12 * var.max().clamp_min(1e-300)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 from pathlib import Path
 
@@ -118,7 +117,6 @@ def feature_network(images: torch.Tensor, labels: torch.Tensor | None, key: str,
                 "checksum": float(images[:: max(1, images.shape[0] // 100)].double().sum())}
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
     path = Path(cache_dir or default_cache_dir()) / "features" / f"{key}-{digest}.pt"
-    rotations = labels is None or (images.shape[-1] != images.shape[-2])
     classes = 4 if labels is None else int(labels.max()) + 1
     net = FeatureNet(images.shape[1], classes)
     if path.exists():

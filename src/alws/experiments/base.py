@@ -15,7 +15,6 @@ figures, ``checkpoints/``, ``stages/`` (finished pieces of work, reused by ``alw
 """
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import json
 import logging

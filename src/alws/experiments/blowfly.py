@@ -145,7 +145,7 @@ class Blowfly(LatentVariableModel):
 # The experiment: `alws run blowfly`
 # ---------------------------------------------------------------------------------------------
 import time  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 
 from ..errors import ConfigError  # noqa: E402
 from ..learner import fit  # noqa: E402

@@ -8,7 +8,6 @@ of sleep samples ``N`` grows.
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 

@@ -148,7 +148,6 @@ def spike_times(trace: torch.Tensor, dt: float, threshold: float = 0.0) -> list:
 # The experiment: `alws run hodgkin-huxley`
 # ---------------------------------------------------------------------------------------------
 import time  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
 
 from ..learner import fit  # noqa: E402
 from .base import TrainingConfig, parameter_trajectory, record_parameters  # noqa: E402
