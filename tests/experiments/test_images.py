@@ -73,3 +73,18 @@ def test_benchmark_refuses_a_non_positive_budget_and_splits_it_evenly():
         resolve_config(module, overrides=["budget_minutes=0"])
     config = resolve_config(module, overrides=["budget_minutes=24", "training_fraction=1.0"])
     assert config.seconds_per_method() == pytest.approx(24 * 60 / (3 * 8))
+
+
+def test_benchmark_smoke_writes_per_dataset_and_combined_tables_and_resumes_from_stages(tmp_path):
+    from alws.experiments.base import resume_experiment, run_experiment
+
+    module_overrides = json.dumps({"seconds_per_method": 1.0, "n_train": 500, "n_test": 100, "n_sleep": 300, "n_features": 100,
+                                   "n_eval": 100, "feature_epochs": 1, "feature_train_max": 300, "hidden": 32,
+                                   "cache_dir": str(tmp_path / "cache")})
+    results, out = run_experiment("images-benchmark", "smoke", out_dir=tmp_path / "run", progress=False,
+                                  overrides=[f"overrides={module_overrides}", "budget_minutes=0.05"])
+    for name in ("table.md", "results.json", "binarised-mnist/table.md", "binarised-mnist/samples.png"):
+        assert (out / name).exists(), name
+    assert "| alws-projection |" in (out / "table.md").read_text()
+    again, _ = resume_experiment(out, progress=False)
+    assert again["datasets"] == results["datasets"]  # reused from the stage, not retrained
