@@ -32,9 +32,10 @@ import numpy as np
 import torch
 
 from ..errors import DataError
+from .patches import natural_patches
 from .readers import read_cifar10, read_idx, read_idx_split, read_image_directory, read_mnist_csv, read_npz_images
 
-__all__ = ["ImageDataset", "DATASETS", "load_dataset", "binarise", "read_idx", "read_idx_split", "read_cifar10",
+__all__ = ["ImageDataset", "DATASETS", "load_dataset", "binarise", "natural_patches", "read_idx", "read_idx_split", "read_cifar10",
            "read_image_directory", "read_npz_images", "read_mnist_csv", "FASHION_MNIST_DIR"]
 
 #: Where Debian's ``dataset-fashion-mnist`` puts the IDX files.
@@ -125,8 +126,6 @@ def _fashion(path, split):
 
 
 def _natural_patches(path, split, patch: int = 16, seed: int = 0):
-    from ..experiments.ica import natural_patches  # the same cropping as Experiment IV
-
     if path is not None:
         arrays, _ = read_image_directory(path, grey=True)
         photos = [a[0] for a in arrays]

@@ -1,8 +1,8 @@
 """Experiment IV: feature identification by noisy linear ICA, ALWS against a Laplace-VAE.
 
-Data: grey-scale patches (``patch x patch`` pixels) cropped from the photographs that ship with
-scikit-learn (``load_sample_images``: nothing is downloaded), each patch's mean removed and the set
-scaled to unit variance. scikit-learn's ``FastICA`` on those patches gives a true mixing matrix
+Data: grey-scale patches (``patch x patch`` pixels, :func:`alws.data.natural_patches`) cropped
+from the photographs that ship with scikit-learn (``load_sample_images``: nothing is
+downloaded), each patch's mean removed and the set scaled to unit variance. scikit-learn's ``FastICA`` on those patches gives a true mixing matrix
 ``W [D, K]`` (columns scaled to unit norm), and the training data are synthetic:
 ``x = W z + noise``, ``z_i ~ Laplace(0, 1)``, noise sd ``noise`` (0.1).
 
@@ -18,11 +18,11 @@ import math
 import time
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import distributions as D
 from torch import nn
 
+from ..data.patches import natural_patches
 from ..errors import ConfigError
 from ..evaluate import amari_distance
 from ..model import LatentVariableModel
@@ -65,32 +65,6 @@ class NoisyICA(LatentVariableModel):
         with torch.no_grad():
             z = self.prior(n).sample()
             return z, self.likelihood(z).sample()
-
-
-def natural_patches(patch: int, n_patches: int, seed: int, images=None, standardise: bool = True) -> torch.Tensor:
-    """``[n_patches, patch * patch]`` grey-scale patches cropped at seeded random places from
-    ``images`` (a list of ``[H, W]`` or ``[H, W, 3]`` arrays; default: scikit-learn's sample
-    photographs). ``standardise``: remove each patch's mean and scale the whole set to unit
-    variance (otherwise the raw pixel values are kept)."""
-    if images is None:
-        from sklearn.datasets import load_sample_images
-
-        images = load_sample_images().images
-    grey = [np.asarray(im, dtype=np.float64) for im in images]
-    grey = [im.mean(-1) if im.ndim == 3 else im for im in grey]
-    smallest = min(min(im.shape) for im in grey)
-    if patch > smallest:
-        raise ConfigError(f"patch size {patch} is larger than the smallest image side ({smallest} pixels)")
-    rng = np.random.default_rng(seed)
-    out = np.empty((n_patches, patch * patch))
-    for i in range(n_patches):
-        im = grey[rng.integers(len(grey))]
-        r, c = rng.integers(im.shape[0] - patch + 1), rng.integers(im.shape[1] - patch + 1)
-        out[i] = im[r : r + patch, c : c + patch].ravel()
-    if standardise:
-        out -= out.mean(1, keepdims=True)
-        out /= out.std()
-    return torch.from_numpy(out).float()
 
 
 def true_mixing(patches: torch.Tensor, n_sources: int, seed: int) -> torch.Tensor:
