@@ -148,13 +148,19 @@ def fit(
     modules = {"model": model, "encoder": encoder}
     config = {"method": method, "batch_size": batch_size, "lr": lr, "particles": particles, "insomnia": insomnia, "n_flows": n_flows,
               "train_model": train_model, "seed": seed, "data_shape": list(data.shape)}
-    callbacks = with_time_budget(callbacks, max_seconds)
-    trainer = Trainer(
-        modules=modules, optimizers={"optimizer": opt}, data=data, batch_size=batch_size,
-        fingerprint=fingerprint(modules, config), checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume, seed=seed,
-        callbacks=callbacks, progress=progress, description=method,
+    return _trainer(modules, {"optimizer": opt}, data, batch_size, config, checkpoint, checkpoint_every, resume, seed, callbacks,
+                    max_seconds, progress, method).run(step, steps)
+
+
+def _trainer(modules, optimizers, data, batch_size, config, checkpoint, checkpoint_every, resume, seed, callbacks, max_seconds,
+             progress, description) -> Trainer:
+    """The shared :class:`Trainer` of every baseline: fingerprint from ``modules`` and ``config``,
+    the wall-time budget added to ``callbacks``."""
+    return Trainer(
+        modules=modules, optimizers=optimizers, data=data, batch_size=batch_size, fingerprint=fingerprint(modules, config),
+        checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume, seed=seed,
+        callbacks=with_time_budget(callbacks, max_seconds), progress=progress, description=description,
     )
-    return trainer.run(step, steps)
 
 
 def rws_loss(model: nn.Module, encoder: nn.Module, x: torch.Tensor, particles: int, insomnia: float = 1.0):
@@ -228,11 +234,8 @@ def _fit_wgan(model, data, steps, batch_size, critic, n_critic, lr, optimizer, c
 
     modules = {"model": model, "critic": critic}
     config = {"method": "wgan-gp", "batch_size": batch_size, "lr": lr, "n_critic": n_critic, "seed": seed, "data_shape": list(data.shape)}
-    trainer = Trainer(
-        modules=modules, optimizers={"generator": gen_opt, "critic": critic_opt}, data=data,
-        batch_size=batch_size, fingerprint=fingerprint(modules, config), checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume,
-        seed=seed, callbacks=with_time_budget(callbacks, max_seconds), progress=progress, description="wgan-gp",
-    )
+    trainer = _trainer(modules, {"generator": gen_opt, "critic": critic_opt}, data, batch_size, config, checkpoint, checkpoint_every,
+                       resume, seed, callbacks, max_seconds, progress, "wgan-gp")
     sampler_holder["trainer"] = trainer
     return trainer.run(step, steps)
 
@@ -346,12 +349,8 @@ def fit_pyro(
     opt = make_optimizer(optimizer, params, lr)
     step = _pyro_objective_step(method, pyro_model, guide, particles, opt, clip_grad_norm, penalty)
     config = {"method": method, "batch_size": batch_size, "lr": lr, "particles": particles, "seed": seed, "data_shape": list(data.shape)}
-    trainer = Trainer(
-        modules=modules, optimizers={"optimizer": opt}, data=data, batch_size=batch_size,
-        fingerprint=fingerprint(modules, config), checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume, seed=seed,
-        callbacks=with_time_budget(callbacks, max_seconds), progress=progress, description=method,
-    )
-    return trainer.run(step, steps)
+    return _trainer(modules, {"optimizer": opt}, data, batch_size, config, checkpoint, checkpoint_every, resume, seed, callbacks,
+                    max_seconds, progress, method).run(step, steps)
 
 
 def _guide(encoder: nn.Module, name: str, score_function: bool = False) -> Callable:
