@@ -23,7 +23,7 @@ def measure(n: int, repeats: int, device: str, batch: int = 100) -> dict:
     model = MLPGenerator().to(device)
     with torch.no_grad():
         data = model.sample(batch)[1]
-    learner = ALWS(model, n_sleep=n, regression="exact", select_every=0)
+    learner = ALWS(model, n_sleep=n, regression="exact", select_every=0, features="none")  # the core step; see kernel_learning.py
     learner.loss(data)  # first call selects the hyper-parameters (and the path)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     selection = median_time(lambda: learner.select(*_selection_args(learner, data)), max(1, repeats // 2), device)

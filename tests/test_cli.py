@@ -39,8 +39,13 @@ def test_run_report_and_resume(tmp_path, capsys):
     first = json.loads((out / "results.json").read_text())
     assert main(["report", str(out)]) == 0
     assert "alws-exact" in capsys.readouterr().out
-    # a second run into the same directory is refused; resume reuses the finished stages
+    # a second run into the same directory is refused; resuming a finished run changes nothing
     assert main(args) == 2
+    assert main(["resume", str(out), "--no-progress"]) == 0
+    assert "already finished" in capsys.readouterr().err
+    assert json.loads((out / "results.json").read_text()) == first
+    # an interrupted run (no results yet) reuses its finished stages
+    (out / "results.json").unlink()
     assert main(["resume", str(out), "--no-progress"]) == 0
     again = json.loads((out / "results.json").read_text())
     assert again["settings"] == first["settings"]
@@ -56,3 +61,87 @@ def test_no_progress_bar_when_stderr_is_not_a_terminal(tmp_path, capsys):
     # pytest captures stderr (not a TTY): the default must then print no bar
     assert main(["run", "gradient-estimation", "--preset", "smoke", "--set", "repeats=1", "--out", str(tmp_path / "r")]) == 0
     assert "it/s" not in capsys.readouterr().err
+
+
+SMOKE = ["run", "gradient-estimation", "--preset", "smoke", "--set", "repeats=1", "--no-progress"]
+
+
+def test_a_run_never_writes_over_a_users_files_or_into_a_file(tmp_path, capsys):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "gradient_error.png").write_bytes(b"my figure")
+    assert main([*SMOKE, "--out", str(mine)]) == 2
+    assert "not empty, and it is not an alws run" in capsys.readouterr().err
+    assert (mine / "gradient_error.png").read_bytes() == b"my figure" and len(list(mine.iterdir())) == 1
+    (tmp_path / "file").write_text("x")
+    assert main([*SMOKE, "--out", str(tmp_path / "file")]) == 2
+    assert "is a file" in capsys.readouterr().err
+
+
+def test_an_edited_config_is_refused_and_stages_of_another_config_are_not_reused(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main([*SMOKE, "--out", str(out)]) == 0
+    record = json.loads((out / "config.json").read_text())
+    record["config"]["sigma_x_values"] = [0.2]
+    (out / "config.json").write_text(json.dumps(record))
+    (out / "results.json").unlink()
+    assert main(["resume", str(out)]) == 2
+    assert "was edited after the run started" in capsys.readouterr().err
+    # a stage file carried over from another run (another config) is recomputed, not reused
+    other = tmp_path / "other"
+    assert main([*SMOKE, "--set", "sigma_x_values=[0.2]", "--out", str(other)]) == 0
+    (other / "results.json").unlink()
+    for stage in (other / "stages").iterdir():
+        stage.write_text((out / "stages" / stage.name).read_text())
+    assert main(["resume", str(other)]) == 0
+    assert "written under another config" in (other / "run.log").read_text()
+    assert json.loads((other / "results.json").read_text())["settings"][0]["sigma_x"] == 0.2
+
+
+@pytest.mark.parametrize("content, message", [("{\"experiment\": \"gradient-est", "not valid JSON"), ("[1, 2]", "must hold a JSON object"),
+                                              ("{}", "no 'experiment' entry")])
+def test_report_of_a_damaged_results_file_says_so(tmp_path, capsys, content, message):
+    (tmp_path / "results.json").write_text(content)
+    assert main(["report", str(tmp_path)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cuda_without_a_gpu_is_refused_before_anything_is_written(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    assert main([*SMOKE, "--device", "cuda", "--out", str(tmp_path / "run")]) == 2
+    assert "sees no CUDA GPU" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+    assert main([*SMOKE, "--out", str(tmp_path / "run")]) == 0  # the rerun on the CPU is not refused
+
+
+def test_help_and_list_start_without_torch():
+    code = "import sys; from alws.cli import main; main(['list']); print('torch' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip().endswith("False")
+    result = subprocess.run([sys.executable, "-c", "import sys\nfrom alws.cli import main\ntry:\n    main(['--help'])\n"
+                             "except SystemExit:\n    pass\nprint('torch' in sys.modules)"], capture_output=True, text=True, check=True)
+    assert "usage: alws" in result.stdout and result.stdout.strip().endswith("False")
+
+
+def test_piped_output_names_the_run_directory_first_and_shows_progress(tmp_path):
+    out = tmp_path / "run"
+    result = subprocess.run([sys.executable, "-m", "alws", "run", "pinwheel", "--preset", "smoke", "--out", str(out)],
+                            capture_output=True, text=True, check=True)
+    lines = result.stderr.splitlines()
+    assert str(out) in lines[0]
+    assert any("step " in line and "steps/s" in line for line in lines)
+
+
+def test_a_diverging_method_is_recorded_and_the_others_still_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    # a learning rate that sends ALWS's parameters to overflow within a few steps
+    assert main(["run", "ica", "--preset", "smoke", "--set", "lr=1e30", "--out", str(out), "--no-progress"]) == 3
+    assert "finished with 1 failed method(s): alws (diverged at step" in capsys.readouterr().err
+    results = json.loads((out / "results.json").read_text())
+    assert results["methods"]["alws"]["status"] == "diverged" and results["methods"]["alws"]["step"] >= 1
+    assert results["methods"]["laplace-vae"]["status"] == "finished" and results["failures"][0]["method"] == "alws"
+    assert main(["report", str(out)]) == 0
+    assert "alws         diverged at step" in capsys.readouterr().out

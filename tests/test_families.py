@@ -42,3 +42,20 @@ def test_log_prob_is_eta_dot_s_minus_phi_up_to_a_parameter_free_term(cls):
 def test_unsupported_family_is_refused_by_name():
     with pytest.raises(ModelProtocolError, match="StudentT"):
         families.natural_terms(D.StudentT(3.0, torch.zeros(2, 1), 1.0), 2)
+
+
+def test_bernoulli_terms_stay_finite_and_exact_at_saturated_float32_logits():
+    # sigmoid rounds to exactly 0 or 1 in float32 at these logits: torch's own logit(probs) form
+    # gives +-inf (the cause of NaN losses in long fast-path image runs).
+    logits = torch.tensor([[30.0, -120.0, 17.5, 0.3]], requires_grad=True)
+    dist = D.Independent(D.Bernoulli(logits=logits), 1)
+    assert not torch.isfinite(dist.base_dist._natural_params[0]).all()  # the failure this guards against
+    eta, phi = families.natural_terms(dist, 1)
+    assert torch.isfinite(eta).all() and torch.isfinite(phi).all()
+    assert torch.equal(eta, logits)
+    x = torch.tensor([[1.0, 0.0, 1.0, 0.0]])
+    surrogate = (eta * families.sufficient_statistics(dist, x)).sum() - phi.sum()
+    assert torch.allclose(surrogate, dist.log_prob(x).sum())
+    grad, = torch.autograd.grad(surrogate, logits)
+    reference, = torch.autograd.grad(dist.log_prob(x).sum(), logits)
+    assert torch.isfinite(grad).all() and torch.allclose(grad, reference)

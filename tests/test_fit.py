@@ -49,7 +49,7 @@ def test_resume_after_interruption_gives_the_uninterrupted_parameters(tmp_path, 
     resumed = run(tmp_path / "b", 10, resume=True, regression=regression)
     for (name, p), q in zip(straight.named_parameters(), resumed.parameters()):
         assert torch.equal(p, q), name
-    saved = torch.load(tmp_path / "b" / "ckpt.pt", weights_only=False)
+    saved = alws.training.load_checkpoint(tmp_path / "b" / "ckpt.pt")
     assert saved["step"] == 10 and len(saved["history"]) == 10
 
 
@@ -72,11 +72,10 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     run(tmp_path, 4)
     good = (tmp_path / "ckpt.pt").read_bytes()
 
-    def broken_save(obj, handle):
-        handle.write(b"partial")
+    def broken_fsync(fd):
         raise OSError("disk full")
 
-    monkeypatch.setattr(torch, "save", broken_save)
+    monkeypatch.setattr(alws.training.os, "fsync", broken_fsync)
     with pytest.raises(OSError):
         alws.training.atomic_save({"x": 1}, tmp_path / "ckpt.pt")
     assert (tmp_path / "ckpt.pt").read_bytes() == good
@@ -102,13 +101,15 @@ def test_non_finite_loss_stops_with_the_step_and_keeps_finite_parameters(tmp_pat
             snapshot.update({k: p.detach().clone() for k, p in model.named_parameters()})
             model.poisoned = True
 
-    with pytest.raises(NonFiniteError, match="step 4"):
+    with pytest.raises(NonFiniteError, match="step 4.*last consistent checkpoint .*c.pt is kept"):
         alws.fit(model, data, steps=10, n_sleep=50, progress=False, callbacks=[poison], exponential_family=False,
-                 checkpoint=tmp_path / "c.pt", checkpoint_every=100)
+                 checkpoint=tmp_path / "c.pt", checkpoint_every=1)
     for k, p in model.named_parameters():
         assert torch.isfinite(p).all()
         assert torch.equal(p, snapshot[k])
-    assert torch.load(tmp_path / "c.pt", weights_only=False)["step"] == 3
+    # the consistent state after step 3 is not overwritten by the failed step's (advanced random state)
+    assert alws.training.load_checkpoint(tmp_path / "c.pt")["step"] == 3
+    assert alws.training.load_checkpoint(tmp_path / "c.pt.failed")["step"] == 3
 
 
 def test_stop_training_from_a_callback_ends_cleanly(tmp_path):
@@ -149,3 +150,68 @@ def test_resume_with_a_feature_object_created_anew(tmp_path):
     alws.fit(again, data, steps=6, n_sleep=30, checkpoint=tmp_path / "c.pt", features=Scaled(2.0), progress=False, seed=0, resume=True)
     with pytest.raises(CheckpointError, match="factor=3.0"):
         alws.fit(LinearGaussian(3, 1), data, steps=8, n_sleep=30, checkpoint=tmp_path / "c.pt", features=Scaled(3.0), progress=False, seed=0, resume=True)
+
+
+def test_a_flipped_bit_in_a_checkpoint_is_detected(tmp_path):
+    run(tmp_path, 4)
+    raw = bytearray((tmp_path / "ckpt.pt").read_bytes())
+    raw[len(raw) // 2] ^= 0x10
+    (tmp_path / "ckpt.pt").write_bytes(bytes(raw))
+    with pytest.raises(CheckpointError, match="corrupt"):
+        run(tmp_path, 8, resume=True)
+
+
+def test_a_pickle_in_place_of_a_checkpoint_is_never_unpickled(tmp_path):
+    import pickle
+
+    class Payload:
+        def __reduce__(self):
+            return (exec, ("import pathlib; pathlib.Path(%r).write_text('ran')" % str(tmp_path / "owned"),))
+
+    (tmp_path / "ckpt.pt").write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(CheckpointError, match="not an alws checkpoint"):
+        run(tmp_path, 8, resume=True)
+    torch.save({"format": "alws-checkpoint-v2", "evil": Payload()}, tmp_path / "ckpt.pt")
+    with pytest.raises(CheckpointError, match="not an alws checkpoint"):
+        run(tmp_path, 8, resume=True)
+    assert not (tmp_path / "owned").exists()
+
+
+def test_resume_refuses_other_data_of_the_same_shape_and_fewer_steps_than_done(tmp_path):
+    run(tmp_path, 4)
+    torch.manual_seed(99)
+    with pytest.raises(CheckpointError, match="sha256"):
+        alws.fit(LinearGaussian(3, 1), torch.randn(200, 3), steps=8, batch_size=32, n_sleep=60, seed=0, checkpoint=tmp_path / "ckpt.pt",
+                 resume=True, progress=False)
+    with pytest.raises(CheckpointError, match="at step 4, beyond the 2 steps"):
+        run(tmp_path, 2, resume=True)
+
+
+def test_stale_temporary_files_of_killed_writes_are_removed(tmp_path):
+    (tmp_path / ".ckpt.pt.abc123.tmp").write_bytes(b"half a checkpoint")
+    run(tmp_path, 2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt.pt"]
+
+
+@pytest.mark.filterwarnings("ignore:every one of the")
+def test_an_update_that_overflows_is_undone_and_stops_training(tmp_path):
+    torch.manual_seed(0)
+    model = LinearGaussian(3, 1)
+    before = {k: p.detach().clone() for k, p in model.named_parameters()}
+
+    def huge(params):
+        return torch.optim.SGD(params, lr=1e37)
+
+    with pytest.raises(NonFiniteError, match="update made a parameter non-finite"):
+        alws.fit(model, torch.randn(100, 3) * 1e3, steps=3, n_sleep=50, progress=False, optimizer=huge)
+    for k, p in model.named_parameters():
+        assert torch.equal(p, before[k])
+
+
+def test_files_are_written_with_the_usual_permissions(tmp_path):
+    import os
+
+    alws.training.atomic_write_text(tmp_path / "results.json", "{}")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (tmp_path / "results.json").stat().st_mode & 0o777 == 0o644 & ~umask

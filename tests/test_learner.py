@@ -148,7 +148,9 @@ def test_feature_networks_map_sleep_and_wake_points_with_the_same_function(linea
     features = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4))
     with torch.no_grad():
         features[1].running_mean.fill_(0.5)
-    learner = ALWS(model, n_sleep=50, features=features)
+    learner = ALWS(model, n_sleep=50, features=features, learn_kernel=False)  # used in evaluation mode only
     one, batch = learner.embed(data[:1]), learner.embed(data[:10])
     assert torch.allclose(one[0], batch[0])
     assert features.training  # the caller's mode is restored
+    with pytest.raises(alws.ModelProtocolError, match="Sequential in training mode depends on the batch"):
+        ALWS(model, n_sleep=50, features=features)  # kernel learning would run it in training mode

@@ -120,3 +120,48 @@ def test_data_is_converted_to_the_dtype_of_the_model_samples(model):
     assert x.dtype == torch.long
     with pytest.raises(DataError, match="non-integer"):
         alws.validation.check_data(torch.tensor([[1.5]]), (1,), dtype=torch.long)
+
+
+def test_complex_data_and_data_beyond_float32_are_refused(model):
+    with pytest.raises(DataError, match="complex"):
+        alws.gradient(model, torch.randn(10, 3, dtype=torch.complex64))
+    data = torch.randn(10, 3, dtype=torch.float64)
+    data[2, 0] = 1e300
+    with pytest.raises(DataError, match="beyond the range of the model's torch.float32"):
+        alws.gradient(model, data)
+
+
+@pytest.mark.parametrize("bandwidth, word", [(1e-200, "unrelated"), (1e200, "identical")])
+def test_absurd_bandwidths_are_refused_relative_to_the_data_scale(model, bandwidth, word):
+    with pytest.raises(alws.ConfigError, match=f"times the median distance.*{word}"):
+        alws.gradient(model, torch.randn(10, 3), n_sleep=40, bandwidth=bandwidth)
+
+
+def test_exact_regression_that_cannot_fit_in_memory_is_refused_before_allocating(model):
+    with pytest.raises(alws.ConfigError, match="n_sleep=200000 needs about 894.1 GiB.*use regression='rff'"):
+        alws.ALWS(model, n_sleep=200000, regression="exact")
+
+
+def test_option_errors_are_alws_errors_and_value_errors(model):
+    for bad in (dict(steps=0), dict(lr=-1.0)):
+        with pytest.raises(alws.ConfigError) as caught:
+            alws.fit(model, torch.randn(10, 3), progress=False, **bad)
+        assert isinstance(caught.value, ValueError)
+
+
+def test_data_out_of_the_kernels_reach_warns_once(model):
+    data = torch.randn(40, 3) + 1e4  # far from every sleep sample
+    with pytest.warns(RuntimeWarning, match="beyond the kernel's reach"):
+        history = alws.fit(model, data, steps=2, n_sleep=50, bandwidth=1.0, ridge=1e-3, progress=False)
+    assert history[0]["ess"] == pytest.approx(50)
+
+
+def test_the_jitter_a_factorisation_needed_is_recorded(model):
+    from alws.kernels import GaussianKernel
+    from alws.regression import ExactKRR
+
+    repeated = torch.randn(5, 2, dtype=torch.float64).repeat(4, 1)  # a singular kernel matrix
+    assert ExactKRR(GaussianKernel()).fit(repeated, 1.0, 1e-300).jitter > 0
+    assert ExactKRR(GaussianKernel()).fit(repeated, 1.0, 1e-2).jitter == 0
+    history = alws.fit(model, torch.randn(40, 3), steps=1, n_sleep=50, progress=False)
+    assert history[0]["jitter"] == 0

@@ -2,7 +2,14 @@
 
 A model needs only ``sample(n) -> (z, x)`` and a differentiable ``log_joint(z, x)``; see
 :mod:`alws.model`. Train with :func:`alws.fit`, estimate gradients with :func:`alws.gradient`.
+
+Names are imported on first use (PEP 562), so ``alws --help`` and ``alws list`` start without
+loading torch.
 """
+from __future__ import annotations
+
+import importlib
+
 from .errors import (
     ALWSError,
     CheckpointError,
@@ -12,11 +19,24 @@ from .errors import (
     NonFiniteError,
     NotPositiveDefiniteError,
 )
-from .learner import ALWS, fit, gradient
-from .model import LatentVariableModel, check_model
-from .training import History, StopTraining
 
 __version__ = "0.1.0"
+
+#: Public name -> the module that defines it.
+_LAZY = {
+    "ALWS": "learner",
+    "fit": "learner",
+    "gradient": "learner",
+    "check_model": "model",
+    "LatentVariableModel": "model",
+    "History": "training",
+    "StopTraining": "training",
+}
+#: Submodules reachable as attributes (``alws.kernels``, ...).
+_SUBMODULES = {
+    "baselines", "data", "evaluate", "experiments", "families", "features", "kernel_learning", "kernels", "learner", "linalg",
+    "model", "models", "pyro", "regression", "sample_quality", "training", "validation",
+}
 
 __all__ = [
     "ALWS",
@@ -34,3 +54,18 @@ __all__ = [
     "NonFiniteError",
     "NotPositiveDefiniteError",
 ]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f".{name}", __name__)
+    else:
+        raise AttributeError(f"module 'alws' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY) | _SUBMODULES)

@@ -6,7 +6,7 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import ALWSError
+from .errors import ALWSError, ConfigError
 
 __all__ = ["main", "build_parser"]
 
@@ -33,49 +33,69 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _list() -> None:
-    from .experiments.base import EXPERIMENTS, load_experiment
+    from .experiments.registry import EXPERIMENTS, describe
 
     for name in sorted(EXPERIMENTS):
-        module = load_experiment(name)
-        presets = ", ".join(["default", *getattr(module, "PRESETS", {})])
-        print(f"{name:<24} {module.DESCRIPTION}  [presets: {presets}]")
+        description, presets = describe(name)
+        print(f"{name:<24} {description}  [presets: {', '.join(presets)}]")
 
 
-def _report(results: dict) -> str:
+def _report(results: dict, path: Path) -> str:
     from .experiments.base import load_experiment
 
+    if "experiment" not in results:
+        raise ConfigError(f"{path} has no 'experiment' entry: it is not an alws results file (or it was edited)")
     module = load_experiment(results["experiment"])
     if hasattr(module, "report"):
-        return module.report(results)
+        try:
+            return module.report(results)
+        except (KeyError, TypeError, IndexError) as error:
+            raise ConfigError(f"{path} lacks what the {results['experiment']} report needs ({error!r}): a truncated or "
+                              "edited results file") from None
     return json.dumps({k: v for k, v in results.items() if k != "config"}, indent=1)
 
 
+def _failures(results: dict, out: Path) -> int:
+    failures = results.get("failures") or []
+    if not failures:
+        return 0
+    names = ", ".join(f"{f['method']} ({f['status']} at step {f.get('step')})" for f in failures)
+    print(f"alws: finished with {len(failures)} failed method(s): {names}; the others' results are in {out / 'results.json'}",
+          file=sys.stderr)
+    return 3
+
+
 def main(argv=None) -> int:
+    """Run the command line; returns the exit status: 0 done, 2 refused (an error message says
+    why), 3 finished but some method of the experiment diverged, 130 interrupted."""
     args = build_parser().parse_args(argv)
     try:
         if args.command == "list":
             _list()
             return 0
         if args.command == "report":
+            from .experiments.base import read_json
+
             path = args.dir / "results.json"
             if not path.exists():
-                raise ALWSError(f"{args.dir} holds no results.json (unfinished run? try 'alws resume {args.dir}')")
-            print(_report(json.loads(path.read_text())))
+                raise ConfigError(f"{args.dir} holds no results.json (unfinished run? try 'alws resume {args.dir}')")
+            print(_report(read_json(path, "the run's results"), path))
             return 0
         from .experiments.base import resume_experiment, run_experiment
 
         progress = False if args.no_progress else None
         if args.command == "run":
-            _, out = run_experiment(args.name, args.preset, args.config, args.overrides, args.out, args.seed, args.device, progress)
+            results, out = run_experiment(args.name, args.preset, args.config, args.overrides, args.out, args.seed, args.device, progress)
         else:
-            _, out = resume_experiment(args.dir, progress)
+            results, out = resume_experiment(args.dir, progress)
         print(f"results: {out / 'results.json'}", file=sys.stderr)
-        return 0
+        return _failures(results, out)
     except ALWSError as error:
         print(f"alws: error: {error}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("alws: interrupted; continue with 'alws resume DIR'", file=sys.stderr)
+    except KeyboardInterrupt as interrupt:
+        where = getattr(interrupt, "out_dir", None)
+        print(f"alws: interrupted; continue with 'alws resume {where}'" if where else "alws: interrupted", file=sys.stderr)
         return 130
 
 

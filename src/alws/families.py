@@ -57,13 +57,30 @@ def _check(dist: D.Distribution) -> D.Distribution:
     return base
 
 
+def _bernoulli_terms(base: D.Bernoulli) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+    # torch forms Bernoulli's natural parameter as logit(probs) and its log-normaliser as
+    # log1p(exp(eta)): in float32, probs = sigmoid(logits) rounds to 1 beyond logits ~ 17 and to 0
+    # below ~ -104, giving eta = +-inf, Phi = inf and NaN gradients (how long image runs on the fast
+    # path went to NaN). The logits themselves and softplus are exact at any size.
+    logits = base.logits
+    return (logits,), torch.nn.functional.softplus(logits)
+
+
+#: Natural parameters and log-normaliser computed stably where torch's generic form is not.
+_STABLE_TERMS: dict[type, Callable] = {D.Bernoulli: _bernoulli_terms}
+
+
 def natural_terms(dist: D.Distribution, n: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``(eta [n, S], Phi [n])`` of a likelihood distribution over ``n`` samples."""
     base = _check(dist)
     if isinstance(base, D.LogNormal):
         base = base.base_dist
-    eta = torch.cat([p.expand(base.batch_shape + base.event_shape).reshape(n, -1) for p in base._natural_params], 1)
-    phi = base._log_normalizer(*base._natural_params)
+    if type(base) in _STABLE_TERMS:
+        params, phi = _STABLE_TERMS[type(base)](base)
+    else:
+        params = base._natural_params
+        phi = base._log_normalizer(*params)
+    eta = torch.cat([p.expand(base.batch_shape + base.event_shape).reshape(n, -1) for p in params], 1)
     return eta, phi.expand(base.batch_shape).reshape(n, -1).sum(1)
 
 

@@ -21,25 +21,33 @@ sleep samples every ``select_every`` steps.
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import warnings
 from typing import Any, Callable, Iterable
 
 import torch
 from torch import nn
 
-from .errors import NonFiniteError
+from .errors import ConfigError, NonFiniteError
+from .features import check_features, describe_features, make_features
+from .kernel_learning import KernelLearning
 from .kernels import make_kernel, median_heuristic
 from .model import check_model, exponential_family
-from .regression import BACKENDS, choose_backend, make_regressor, select_hyperparameters, Selection
+from .regression import BACKENDS, check_exact_memory, choose_backend, make_regressor, select_hyperparameters, Selection
 from .training import History, Trainer, fingerprint, guarded_step, make_optimizer, with_time_budget
 from .validation import check_choice, check_data, check_int, check_positive, tree_map
 
-__all__ = ["ALWS", "gradient", "fit", "DEFAULT_BANDWIDTH_GRID", "DEFAULT_RIDGE_GRID"]
+__all__ = ["ALWS", "gradient", "fit", "DEFAULT_BANDWIDTH_GRID", "DEFAULT_RIDGE_GRID", "AUTO_FEATURES_MIN_DIM", "AUTO_FEATURES_DIM"]
 
 #: Multipliers of the median-heuristic bandwidth tried by leave-one-out selection.
 DEFAULT_BANDWIDTH_GRID = (0.25, 0.5, 1.0, 2.0)
 #: Ridge values lambda (the system is ``K + N lambda I``) tried by leave-one-out selection.
 DEFAULT_RIDGE_GRID = (1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
+#: ``features="auto"`` learns a linear projection when ``x`` has more than this many numbers.
+AUTO_FEATURES_MIN_DIM = 12
+#: ... to this many features.
+AUTO_FEATURES_DIM = 16
 
 
 def _trainable(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
@@ -49,14 +57,43 @@ def _trainable(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
 class ALWS:
     """The ALWS gradient estimator for one model; :func:`fit` and :func:`gradient` drive it.
 
+    For sleep inputs ``X [N, D]`` (features of the sleep samples), wake inputs ``X* [B, D]`` and a
+    kernel ``k``, kernel ridge regression is linear in its targets: its prediction at the wake
+    points is ``A^T T`` with ``A = (K + N lambda I)^-1 k(X, X*)``. The weights ``A`` are computed
+    once per step without autograd, and the step's loss is ``-sum_n W_n . T_n(theta)`` with
+    ``W = A R`` (``R`` the wake statistics): one forward and backward over the sleep samples.
+
     Args:
         model: a model following :mod:`alws.model`'s protocol.
         n_sleep: sleep samples ``N`` per step (>= 2).
         regression: ``"exact"``, ``"rff"``, ``"nystrom"`` or ``"auto"`` (exact up to 4096 samples
             if memory allows, else random features).
-        kernel: ``"gaussian"``, ``"matern"`` or a :class:`alws.kernels.Kernel`.
-        features: optional map ``x [n, *x_shape] -> [n, D]`` applied before the kernel (default:
-            flatten). It must not be trained on the data.
+        kernel: ``"gaussian"``, ``"matern"``, either with ``"+linear"`` (a linear part, see
+            :class:`alws.kernels.Kernel`), or a :class:`alws.kernels.Kernel`.
+        features: the map ``x [n, *x_shape] -> [n, D]`` applied before the kernel. ``"auto"``
+            (default): a learned :class:`alws.features.LinearProjection` to
+            :data:`AUTO_FEATURES_DIM` features when ``x`` has more than
+            :data:`AUTO_FEATURES_MIN_DIM` numbers and the fast path is allowed (low-dimensional
+            features serve regressions of functions of ``z``; the plain path's target
+            ``log p(z, x)`` needs all of ``x``), else ``x`` itself; ``None`` / ``"none"``: ``x``
+            flattened; a name in :data:`alws.features.FEATURES` (``"linear"``, ``"mlp"``,
+            ``"conv"``, ``"random-projection"``); or any ``nn.Module`` or callable. It must
+            never be trained on the data.
+        feature_dim: output size of a feature map built by name.
+        learn_kernel: train the feature map's parameters, a bandwidth multiplier and a ridge on
+            held-out sleep samples (:class:`alws.kernel_learning.KernelLearning`). ``"auto"``
+            (default): whenever the map has trainable parameters. ``True`` requires them.
+        kernel_every, kernel_steps, kernel_samples, kernel_lr, kernel_warmup: the schedule: every
+            ``kernel_every`` steps, ``kernel_steps`` Adam steps at learning rate ``kernel_lr``, each
+            on ``2 * kernel_samples`` fresh sleep samples (default ``min(500, max(50, n_sleep / 2))``);
+            ``kernel_warmup`` Adam steps at the first.
+        kernel_objective: learning targets: ``"targets"`` (the exponential-family targets when the
+            model has the hooks, else ``log p(z, x)``) or ``"directional"`` (their derivatives
+            along random parameter directions, like the leave-one-out selection).
+        kernel_hyperparameters: with a learned kernel, where the regression's bandwidth and
+            ridge come from: ``"selection"`` (default; leave-one-out grid search on the learned
+            features, the bandwidth following the features' median distance between selections)
+            or ``"learned"`` (the bandwidth multiplier and ridge trained with the features).
         bandwidth, ridge: fixed values; ``None`` selects them by leave-one-out error.
         bandwidth_grid: multipliers of the median pairwise distance of the pooled sleep and wake
             features (pooling keeps the data inside the kernel's reach early in training).
@@ -69,7 +106,8 @@ class ALWS:
             picks the path (exponential-family or plain log-joint) with the smaller leave-one-out
             error; ``True`` always uses the hooks (and requires them); ``False`` always regresses
             ``log_joint``. The fast path is not always better: with a sharp likelihood its separate
-            regressions of ``eta`` and ``Phi`` amplify errors by ``1/sigma^2``.
+            regressions of ``eta`` and ``Phi`` amplify errors by ``1/sigma^2``. With a learned
+            kernel ``"auto"`` takes the fast path whenever the model has the hooks.
         center: regress ``Y - mean(Y)`` and add the mean back (weights sum to one).
         chunk_size: rows per chunk when accumulating random-feature sums.
     """
@@ -81,7 +119,16 @@ class ALWS:
         n_sleep: int = 1000,
         regression: str = "auto",
         kernel: Any = "gaussian",
-        features: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        features: Any = "auto",
+        feature_dim: int = AUTO_FEATURES_DIM,
+        learn_kernel: bool | str = "auto",
+        kernel_every: int = 1,
+        kernel_steps: int = 1,
+        kernel_samples: int | None = None,
+        kernel_lr: float = 1e-2,
+        kernel_warmup: int = 20,
+        kernel_objective: str = "targets",
+        kernel_hyperparameters: str = "selection",
         bandwidth: float | None = None,
         ridge: float | None = None,
         bandwidth_grid: Iterable[float] = DEFAULT_BANDWIDTH_GRID,
@@ -108,10 +155,21 @@ class ALWS:
         check_int("select_max", select_max, 2)
         check_int("n_features", n_features, 2)
         check_int("chunk_size", chunk_size, 1)
+        check_int("feature_dim", feature_dim, 1)
+        check_int("kernel_every (steps between kernel-learning updates)", kernel_every, 1)
+        check_int("kernel_steps (Adam steps per kernel-learning update)", kernel_steps, 1)
+        if kernel_samples is None:
+            kernel_samples = min(500, max(50, n_sleep // 2))
+        check_int("kernel_samples (sleep samples per half of a kernel-learning batch)", kernel_samples, 2)
+        check_int("kernel_warmup", kernel_warmup, 0)
+        check_positive("kernel_lr", kernel_lr)
+        check_choice("learn_kernel", learn_kernel, ["auto", True, False])
+        check_choice("kernel_objective", kernel_objective, ["targets", "directional"])
+        check_choice("kernel_hyperparameters", kernel_hyperparameters, ["selection", "learned"])
         if exponential_family not in ("auto", True, False):
             raise ValueError(f"exponential_family must be 'auto', True or False, got {exponential_family!r}")
         self.model, self.n_sleep = model, n_sleep
-        self.kernel, self.features = make_kernel(kernel), features
+        self.kernel = make_kernel(kernel)
         self.fixed_bandwidth, self.fixed_ridge = bandwidth, ridge
         self.select_every, self.select_max = select_every, select_max
         self.center = center
@@ -119,10 +177,50 @@ class ALWS:
         self.ef_setting = exponential_family
         self.exponential_family_path = False  # set by each selection
         device = next(model.parameters()).device
+        self.features = self._resolve_features(features, feature_dim, device)
+        self.kernel_learning = self._resolve_kernel_learning(
+            learn_kernel, dict(every=kernel_every, steps=kernel_steps, samples=kernel_samples, lr=kernel_lr, warmup=kernel_warmup))
+        self.kernel_objective, self.kernel_hyperparameters = kernel_objective, kernel_hyperparameters
+        if self.features is not None:
+            check_features(self.features, self._probe, trained=self.kernel_learning is not None)
         backend = choose_backend(n_sleep, device) if regression == "auto" else regression
+        if backend == "exact":
+            check_exact_memory(n_sleep, device)
         self.regressor = make_regressor(backend, self.kernel, n_features, center, chunk_size)
+        self._warned_out_of_reach = False
         self.selection: Selection | None = None
         self.calls = 0
+
+    def _resolve_features(self, features, dim: int, device):
+        """The feature map for ``features`` (see the class docstring), checked on a few samples."""
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), torch.no_grad():
+            _, x = self.model.sample(4)
+        x_dim = math.prod(x.shape[1:])
+        if isinstance(features, str):
+            if features == "auto":
+                # Learned low-dimensional features serve regressions of functions of z (the fast
+                # path's targets); the plain path's target log p(z, x) needs all of x.
+                fast_path = self.ef is not None and self.ef_setting in ("auto", True)
+                features = "linear" if x_dim > AUTO_FEATURES_MIN_DIM and fast_path else "none"
+            features = None if features == "none" else make_features(features, tuple(x.shape[1:]), dim).to(device)
+        if features is not None and not callable(features):
+            raise ValueError(f"features must be 'auto', 'none', a name, an nn.Module or a callable; got {type(features).__name__}")
+        self._probe = x
+        return features
+
+    def _resolve_kernel_learning(self, learn: bool | str, schedule: dict) -> KernelLearning | None:
+        trainable = isinstance(self.features, nn.Module) and any(p.requires_grad for p in self.features.parameters())
+        if learn is True and not trainable:
+            raise ValueError(
+                "learn_kernel=True needs a feature map with trainable parameters (an nn.Module, e.g. features='linear', "
+                f"'mlp' or 'conv'); got {describe_features(self.features)}"
+            )
+        if learn is False or not trainable:
+            return None
+        # the fast path's targets are functions of z only: the better objective even where the
+        # plain path is forced for the gradient (they predict the same conditional expectations)
+        self._learning_terms = exponential_family(self.model)
+        return KernelLearning(self.features, self.kernel, **schedule)
 
     # -- configuration -------------------------------------------------------------------------
     @property
@@ -135,7 +233,9 @@ class ALWS:
             "n_sleep": self.n_sleep,
             "regression": self.backend,
             "kernel": repr(self.kernel),
-            "features": _describe_callable(self.features),
+            "features": describe_features(self.features),
+            "kernel_learning": None if self.kernel_learning is None else {
+                **self.kernel_learning.describe(), "objective": self.kernel_objective, "hyperparameters": self.kernel_hyperparameters},
             "bandwidth": self.fixed_bandwidth,
             "ridge": self.fixed_ridge,
             "bandwidth_grid": list(self.bandwidth_grid),
@@ -151,31 +251,31 @@ class ALWS:
         sel = self.selection
         return {
             "calls": self.calls,
-            "selection": None if sel is None else [sel.bandwidth, sel.ridge, sel.loo_error, sel.n_used],
+            "selection": None if sel is None else [sel.bandwidth, sel.ridge, sel.loo_error, sel.n_used, sel.multiplier],
             "exponential_family_path": self.exponential_family_path,
             "regressor": self.regressor.state_dict() if hasattr(self.regressor, "state_dict") else {},
-            # a feature network trained during the run (e.g. AdaptiveFeatures) resumes with it
+            # a feature map trained or initialised during the run resumes with it
             "features": self.features.state_dict() if isinstance(self.features, nn.Module) else None,
-            "features_optimizer": self.features.optimizer.state_dict() if isinstance(getattr(self.features, "optimizer", None), torch.optim.Optimizer) else None,
+            "kernel_learning": None if self.kernel_learning is None else self.kernel_learning.state_dict(),
         }
 
     def load_state_dict(self, state: dict) -> None:
         self.calls = state["calls"]
         sel = state["selection"]
-        self.selection = None if sel is None else Selection(*sel)
+        self.selection = None if sel is None else Selection(*sel[:4], multiplier=sel[4] if len(sel) > 4 else math.nan)
         self.exponential_family_path = state["exponential_family_path"]
         if hasattr(self.regressor, "load_state_dict"):
             self.regressor.load_state_dict(state["regressor"])
         if state.get("features") is not None and isinstance(self.features, nn.Module):
             self.features.load_state_dict(state["features"])
-        if state.get("features_optimizer") is not None and isinstance(getattr(self.features, "optimizer", None), torch.optim.Optimizer):
-            self.features.optimizer.load_state_dict(state["features_optimizer"])
+        if state.get("kernel_learning") is not None and self.kernel_learning is not None:
+            self.kernel_learning.load_state_dict(state["kernel_learning"])
 
     # -- the pieces ----------------------------------------------------------------------------
-    def sleep(self):
-        """``(z, x)``: ``n_sleep`` samples from the model, without gradients."""
-        with torch.no_grad():
-            return self.model.sample(self.n_sleep)
+    def sleep(self, n: int | None = None):
+        """``(z, x)``: ``n`` (default ``n_sleep``) samples from the model, without gradients."""
+        with torch.no_grad(), _diverged_distributions("sample"):
+            return self.model.sample(self.n_sleep if n is None else n)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Kernel inputs ``[n, D]`` in float64: ``features(x)`` or ``x`` flattened.
@@ -199,9 +299,10 @@ class ALWS:
 
     def targets(self, z, x: torch.Tensor) -> torch.Tensor:
         """Sleep targets ``T(theta) [N, q]`` of the current path (differentiable in the parameters)."""
-        if self.exponential_family_path:
-            return self.ef.targets(z)
-        return self.model.log_joint(z, x).reshape(-1, 1)
+        with _diverged_distributions("log_joint"):
+            if self.exponential_family_path:
+                return self.ef.targets(z)
+            return self.model.log_joint(z, x).reshape(-1, 1)
 
     def statistics(self, x_wake: torch.Tensor) -> torch.Tensor:
         """Wake statistics ``[B, q]`` paired with the targets: ``1`` or ``[1, S(x*)]``."""
@@ -231,8 +332,8 @@ class ALWS:
         ``[1, S(x_n)]``. Where the model does not support double backward, the values of the
         targets stand in for their directional derivatives.
         """
-        allow_ef = self.ef is not None and self.ef_setting in ("auto", True)
-        allow_plain = self.ef is None or self.ef_setting in ("auto", False)
+        forced = self._forced_path()
+        allow_ef, allow_plain = forced in (None, True), forced in (None, False)
         with torch.enable_grad():
             if self.ef is not None:
                 t = self.ef.targets(z)
@@ -251,16 +352,48 @@ class ALWS:
             out.append((False, y[:, :, 0] if stats is None else torch.einsum("ikq,iq->ik", y, stats), None))
         return out
 
+    def kernel_targets(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x [n, *x_shape], y [n, c])``: ``n`` fresh sleep samples and the kernel-learning targets
+        (float64, no gradient): see ``kernel_objective``. At most 256 target columns, a random subset
+        when there are more."""
+        z, x = self.sleep(n)
+        ef = self.ef if self.ef is not None else self._learning_terms
+        if self.kernel_objective == "directional":
+            with torch.enable_grad():
+                t = ef.targets(z) if ef is not None else self.model.log_joint(z, x).reshape(-1, 1)
+                try:
+                    y = self._directional(t, 2).reshape(n, -1)
+                except RuntimeError:  # no double backward: the values stand in
+                    y = t
+        else:
+            with torch.no_grad():
+                y = ef.targets(z) if ef is not None else self.model.log_joint(z, x).reshape(-1, 1)
+        y = y.detach().reshape(n, -1).to(torch.float64)
+        if y.shape[1] > 256:
+            y = y[:, torch.randperm(y.shape[1], device=y.device)[:256]]
+        return x, y
+
     def select(self, z, phi_sleep: torch.Tensor, phi_wake: torch.Tensor, x_sleep: torch.Tensor) -> Selection:
         """Choose bandwidth, ridge and path by leave-one-out error on at most ``select_max`` sleep samples."""
         n = min(self.select_max, phi_sleep.shape[0])
-        median = median_heuristic(torch.cat([phi_sleep[:n], phi_wake[: max(1, n // 4)]], 0))
-        bandwidths = [self.fixed_bandwidth] if self.fixed_bandwidth else [median * m for m in self.bandwidth_grid]
-        ridges = [self.fixed_ridge] if self.fixed_ridge else list(self.ridge_grid)
-        single_path = self.ef is None or self.ef_setting != "auto"
+        median = self._median(phi_sleep, phi_wake)
+        learned = self.kernel_learning is not None and self.kernel_hyperparameters == "learned"
+        if self.fixed_bandwidth is not None and not 1e-6 <= self.fixed_bandwidth / median <= 1e6:
+            raise ConfigError(
+                f"bandwidth={self.fixed_bandwidth:.3g} is {self.fixed_bandwidth / median:.3g} times the median distance "
+                f"({median:.3g}) between the kernel's inputs: every pair of points would look "
+                f"{'unrelated' if self.fixed_bandwidth < median else 'identical'}. Choose a bandwidth near that distance, or "
+                "leave it to the leave-one-out selection (bandwidth=None)"
+            )
+        if learned:
+            bandwidths, ridges = [median * self.kernel_learning.bandwidth_multiplier], [self._learned_ridge()]
+        else:
+            bandwidths = [self.fixed_bandwidth] if self.fixed_bandwidth else [median * m for m in self.bandwidth_grid]
+            ridges = [self.fixed_ridge] if self.fixed_ridge else list(self.ridge_grid)
+        single_path = self._forced_path() is not None
         if len(bandwidths) == 1 and len(ridges) == 1 and single_path:
-            self.exponential_family_path = self.ef is not None and self.ef_setting is not False
-            return Selection(bandwidths[0], ridges[0], math.nan, 0)
+            self.exponential_family_path = self._forced_path()
+            return Selection(bandwidths[0], ridges[0], math.nan, 0, multiplier=bandwidths[0] / median)
         best = None
         for use_ef, y, stats in self.selection_candidates(tree_map(lambda leaf: leaf[:n], z), x_sleep[:n]):
             sel = select_hyperparameters(phi_sleep[:n], y, self.kernel, bandwidths, ridges, self.center, stats)
@@ -268,40 +401,91 @@ class ALWS:
                 best = (use_ef, sel)
         self.exponential_family_path = best[0]
         sel = best[1]
-        if self.fixed_ridge is None and n < phi_sleep.shape[0]:
+        sel.multiplier = sel.bandwidth / median
+        if self.fixed_ridge is None and not learned and n < phi_sleep.shape[0]:
             # The subsample chose the absolute ridge n * lambda; keep it for all N samples, so
             # lambda shrinks as N grows (a lambda tuned on n points over-smooths at N > n).
             sel.ridge *= n / phi_sleep.shape[0]
         return sel
+
+    def _forced_path(self) -> bool | None:
+        """The path when it is not chosen by leave-one-out error: ``True`` (exponential family),
+        ``False`` (log-joint), ``None`` (chosen). A learned kernel fixes the fast path: its features
+        are trained for functions of ``z``, and the plain path's target ``log p(z, x)`` needs all of
+        ``x`` (measured: on the image models the automatic choice switched to the plain path when
+        every leave-one-out error was near 1, and the generator collapsed)."""
+        if self.ef is None or self.ef_setting is False:
+            return False
+        if self.ef_setting is True or self.kernel_learning is not None:
+            return True
+        return None
+
+    def _median(self, phi_sleep: torch.Tensor, phi_wake: torch.Tensor) -> float:
+        """Median distance among (at most ``select_max``) sleep and a quarter as many wake features."""
+        n = min(self.select_max, phi_sleep.shape[0])
+        return median_heuristic(torch.cat([phi_sleep[:n], phi_wake[: max(1, n // 4)]], 0))
+
+    def _learned_ridge(self) -> float:
+        """The learned ``lambda`` rescaled from the kernel learner's ``n`` points to ``N`` (same absolute ridge)."""
+        return self.kernel_learning.ridge * self.kernel_learning.samples / self.n_sleep
 
     def _due(self) -> bool:
         if self.selection is None:
             return True
         return self.select_every > 0 and self.calls % self.select_every == 0
 
+    def _learn_kernel(self, x_sleep: torch.Tensor) -> None:
+        """Initialise the feature map on its first sleep samples; update a learned kernel when due."""
+        features = self.features
+        if isinstance(features, nn.Module) and callable(getattr(features, "initialise", None)):
+            flag = getattr(features, "initialised", None)
+            if flag is not None and not bool(flag):
+                if self.kernel_learning is not None:
+                    # from fresh samples with their targets (a map may start at what predicts them)
+                    x, y = self.kernel_targets(max(self.kernel_learning.samples, 2))
+                    features.initialise(x, y)
+                else:
+                    features.initialise(x_sleep)
+        if self.kernel_learning is not None and self.kernel_learning.due(self.calls):
+            self.kernel_learning.update(self.kernel_targets)
+
     def prepare(self, x_wake: torch.Tensor):
-        """Sleep, (re)select hyper-parameters if due, and fit the regression.
+        """Sleep, train the kernel if due, (re)select hyper-parameters if due, and fit the regression.
 
         Returns ``(z, x_sleep, phi_wake, record)``.
         """
         z, x_sleep = self.sleep()
+        self._learn_kernel(x_sleep)
         phi_sleep, phi_wake = self.embed(x_sleep), self.embed(x_wake)
         if not bool(torch.isfinite(phi_sleep).all()):
             bad = int((~torch.isfinite(phi_sleep)).any(1).sum())
             raise NonFiniteError(f"{bad} of {phi_sleep.shape[0]} sleep samples x (or their features) are NaN/inf")
+        centre = phi_sleep.mean(0, keepdim=True)  # for a kernel's linear part; stationary parts do not see it
+        phi_sleep, phi_wake = phi_sleep - centre, phi_wake - centre
         selected = self._due()
         if selected:
             self.selection = self.select(z, phi_sleep, phi_wake, x_sleep)
         self.calls += 1
         sel = self.selection
-        self.regressor.fit(phi_sleep, sel.bandwidth, sel.ridge)
+        bandwidth, ridge = sel.bandwidth, sel.ridge
+        if self.kernel_learning is not None and not selected:
+            # the features moved since the selection: keep the bandwidth's ratio to their median distance
+            median = self._median(phi_sleep, phi_wake)
+            if self.kernel_hyperparameters == "learned":
+                bandwidth, ridge = median * self.kernel_learning.bandwidth_multiplier, self._learned_ridge()
+            elif self.fixed_bandwidth is None:
+                bandwidth = median * sel.multiplier
+        self.regressor.fit(phi_sleep, bandwidth, ridge)
         record = {
-            "bandwidth": sel.bandwidth,
-            "ridge": sel.ridge,
+            "bandwidth": bandwidth,
+            "ridge": ridge,
+            "jitter": self.regressor.jitter,
             "loo_error": sel.loo_error,
             "selected": selected,
             "path": "exponential-family" if self.exponential_family_path else "log-joint",
         }
+        if self.kernel_learning is not None:
+            record["kernel_error"] = self.kernel_learning.error
         return z, x_sleep, phi_wake, record
 
     def loss(self, x_wake: torch.Tensor):
@@ -319,7 +503,21 @@ class ALWS:
         a = w[:, 0]
         record["loss"] = float(loss.detach())
         record["ess"] = float(a.abs().sum() ** 2 / (a * a).sum().clamp_min(1e-300))
+        self._warn_if_out_of_reach(record["ess"], phi_wake)
         return loss, record
+
+    def _warn_if_out_of_reach(self, ess: float, phi_wake: torch.Tensor) -> None:
+        """Warn (once) when every wake weight is the same: no data point is within the kernel's
+        reach of any sleep sample, so the gradient only matches averages."""
+        if self._warned_out_of_reach or ess < self.n_sleep * (1 - 1e-6):
+            return
+        self._warned_out_of_reach = True
+        warnings.warn(
+            f"every one of the {self.n_sleep} sleep samples carries the same weight (effective number {ess:.0f}): the data "
+            "lie beyond the kernel's reach of the model's samples, so this gradient only matches averages. Start the model "
+            "closer to the data, or widen the bandwidth grid (bandwidth_grid=...)",
+            RuntimeWarning, stacklevel=3,
+        )
 
     def per_point_gradients(self, x_wake: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict]:
         """ALWS estimates of ``grad log p(x*_b)`` for each wake point ``x_wake [B, *x_shape]``:
@@ -341,23 +539,26 @@ class ALWS:
         return _named_gradients(named, grads, (x_wake.shape[0],)), record
 
 
+@contextlib.contextmanager
+def _diverged_distributions(where: str):
+    """Turn torch.distributions' refusal of a parameter (a scale that underflowed to 0, a NaN
+    mean) inside the model's ``where`` into :class:`NonFiniteError`: the parameters have left the
+    model's domain, which is a divergence of training, not a programming error."""
+    try:
+        yield
+    except ValueError as error:
+        if str(error).startswith("Expected parameter"):
+            raise NonFiniteError(f"the model's {where} got invalid distribution parameters at the current values "
+                                 f"(training diverged): {str(error).splitlines()[0]}") from error
+        raise
+
+
 def _named_gradients(named, grads, leading: tuple = ()) -> dict[str, torch.Tensor]:
     """``{name: gradient}`` with zeros of shape ``[*leading, *param.shape]`` for unused parameters."""
     return {
         name: torch.zeros((*leading, *p.shape), dtype=p.dtype, device=p.device) if g is None else g.detach()
         for (name, p), g in zip(named, grads)
     }
-
-
-def _describe_callable(fn) -> str | None:
-    """A description of a function or callable object that is the same in every process (no
-    memory addresses): its qualified name, or its class name with its simple attributes."""
-    if fn is None:
-        return None
-    if hasattr(fn, "__qualname__"):
-        return fn.__qualname__
-    simple = {k: v for k, v in sorted(vars(fn).items()) if isinstance(v, (int, float, str, bool))} if hasattr(fn, "__dict__") else {}
-    return f"{type(fn).__qualname__}({', '.join(f'{k}={v!r}' for k, v in simple.items())})"
 
 
 def _exponential_family_terms(model, setting):
@@ -442,7 +643,8 @@ def fit(
         resume: continue from ``checkpoint`` exactly where it stopped.
         seed: seeds every generator at the start (recommended for reproducibility).
         callbacks: ``cb(step, record)`` after each step; raise :class:`alws.StopTraining` to stop.
-        progress: tqdm bar (default: only when stderr is a terminal).
+        progress: a tqdm bar (True), nothing (False), or by default a bar on a terminal and a plain
+            line every few seconds otherwise.
         clip_grad_norm: optional gradient-norm clipping.
         penalty: optional ``penalty(model) -> scalar`` added to the loss each step, e.g. minus a
             log prior over the parameters divided by the number of data points (MAP terms).
@@ -486,7 +688,6 @@ def fit(
             "seed": seed,
             "clip_grad_norm": clip_grad_norm,
             "penalty": None if penalty is None else getattr(penalty, "__qualname__", repr(penalty)),
-            "data_shape": list(data.shape),
         },
     )
     trainer = Trainer(

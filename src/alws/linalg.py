@@ -5,18 +5,19 @@ import torch
 
 from .errors import NotPositiveDefiniteError
 
-__all__ = ["cholesky_with_jitter"]
+__all__ = ["cholesky_with_jitter", "cholesky_and_jitter"]
 
 #: Jitter tried in turn, relative to the mean of the diagonal.
 JITTERS = (0.0, 1e-10, 1e-8, 1e-6, 1e-4)
 
 
-def cholesky_with_jitter(a: torch.Tensor, what: str = "kernel matrix") -> torch.Tensor:
-    """Lower Cholesky factor of the symmetric matrix ``a [n, n]``.
+def cholesky_and_jitter(a: torch.Tensor, what: str = "kernel matrix") -> tuple[torch.Tensor, float]:
+    """``(L, jitter)``: the lower Cholesky factor of the symmetric matrix ``a [n, n]`` and the
+    jitter (absolute, 0 if none) that had to be added to its diagonal.
 
-    Adds jitter (relative to the mean diagonal, see :data:`JITTERS`) until the factorisation
-    succeeds; raises :class:`NotPositiveDefiniteError` with the eigenvalue range and condition
-    number if it never does.
+    Jitter is tried in turn relative to the mean of the diagonal (see :data:`JITTERS`); raises
+    :class:`NotPositiveDefiniteError` with the eigenvalue range and condition number if no amount
+    works.
     """
     scale = float(a.diagonal().abs().mean()) if a.numel() else 1.0
     if not torch.isfinite(a).all():
@@ -25,7 +26,7 @@ def cholesky_with_jitter(a: torch.Tensor, what: str = "kernel matrix") -> torch.
     for jitter in JITTERS:
         chol, info = torch.linalg.cholesky_ex(a + (jitter * scale) * eye if jitter else a)
         if int(info) == 0:
-            return chol
+            return chol, jitter * scale
     eig = torch.linalg.eigvalsh(a)
     lo, hi = float(eig[0]), float(eig[-1])
     cond = abs(hi / lo) if lo != 0 else float("inf")
@@ -34,3 +35,8 @@ def cholesky_with_jitter(a: torch.Tensor, what: str = "kernel matrix") -> torch.
         f"added to the diagonal: eigenvalues in [{lo:.4g}, {hi:.4g}], condition number {cond:.4g}. "
         "Check that the kernel is positive definite, or increase the ridge."
     )
+
+
+def cholesky_with_jitter(a: torch.Tensor, what: str = "kernel matrix") -> torch.Tensor:
+    """The lower Cholesky factor of :func:`cholesky_and_jitter` (the jitter dropped)."""
+    return cholesky_and_jitter(a, what)[0]

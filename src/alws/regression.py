@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .kernels import Kernel, NystromFeatures, RandomFourierFeatures
-from .linalg import cholesky_with_jitter
+from .linalg import cholesky_and_jitter
 
 __all__ = [
     "KernelRidge",
@@ -37,6 +37,7 @@ __all__ = [
     "NystromRidge",
     "BACKENDS",
     "choose_backend",
+    "check_exact_memory",
     "make_regressor",
     "loo_errors",
     "Selection",
@@ -52,6 +53,8 @@ class KernelRidge:
     def __init__(self, kernel: Kernel, center: bool = True):
         self.kernel, self.center = kernel, center
         self.x = None
+        #: jitter added to the diagonal by the last ``fit`` to make its factorisation succeed
+        self.jitter = 0.0
 
     def fit(self, x: torch.Tensor, bandwidth: float, ridge: float) -> "KernelRidge":
         """Factorise the system for sleep inputs ``x [N, D]`` (float64)."""
@@ -82,7 +85,7 @@ class ExactKRR(KernelRidge):
         self.x, self.bandwidth = x, bandwidth
         gram = self.kernel(x, x, bandwidth)
         gram.diagonal().add_(x.shape[0] * ridge)
-        self.chol = cholesky_with_jitter(gram, f"kernel matrix K + N lambda I (N={x.shape[0]}, lambda={ridge:.3g})")
+        self.chol, self.jitter = cholesky_and_jitter(gram, f"kernel matrix K + N lambda I (N={x.shape[0]}, lambda={ridge:.3g})")
         return self
 
     def _raw_weights(self, x_wake, r):
@@ -111,7 +114,7 @@ class FeatureRidge(KernelRidge):
             p = self.psi(chunk)
             gram.addmm_(p.T, p)
         gram.diagonal().add_(x.shape[0] * ridge)
-        self.chol = cholesky_with_jitter(gram, f"feature matrix Psi^T Psi + N lambda I (M={m}, lambda={ridge:.3g})")
+        self.chol, self.jitter = cholesky_and_jitter(gram, f"feature matrix Psi^T Psi + N lambda I (M={m}, lambda={ridge:.3g})")
         return self
 
     def _raw_weights(self, x_wake, r):
@@ -129,8 +132,11 @@ class RandomFeatureRidge(FeatureRidge):
         self.rff = None
 
     def _features(self, x, bandwidth):
-        if self.rff is None or self.rff.base.shape[0] != x.shape[1] or self.rff.base.device != x.device:
+        if self.rff is None or self.rff.base.shape[0] != x.shape[1]:
             self.rff = RandomFourierFeatures(self.kernel, x.shape[1], self.n_features, x.dtype, x.device)
+        elif self.rff.base.device != x.device or self.rff.base.dtype != x.dtype:
+            # the same frequencies on the inputs' device (a checkpoint is loaded on the CPU)
+            self.rff.base = self.rff.base.to(device=x.device, dtype=x.dtype)
         return self.rff.set_bandwidth(bandwidth)
 
     def state_dict(self) -> dict:
@@ -175,6 +181,21 @@ def choose_backend(n: int, device: torch.device | str = "cpu") -> str:
     if n <= AUTO_EXACT_MAX and need < 0.5 * _free_memory_bytes(torch.device(device)):
         return "exact"
     return "rff"
+
+
+def check_exact_memory(n: int, device: torch.device | str = "cpu") -> None:
+    """Refuse exact regression on ``n`` sleep samples when its ``n x n`` float64 matrices (three of
+    them at once) do not fit in the free memory of ``device``, before anything is allocated."""
+    need = 3 * 8 * n * n
+    free = _free_memory_bytes(torch.device(device))
+    if need > free:
+        from .errors import ConfigError
+
+        raise ConfigError(
+            f"regression='exact' with n_sleep={n} needs about {need / 2**30:.1f} GiB for its {n} x {n} kernel matrices, "
+            f"more than the {free / 2**30:.1f} GiB free on {device}; use regression='rff' (memory O(M^2) for M random "
+            "features) or 'nystrom', or fewer sleep samples"
+        )
 
 
 def make_regressor(name: str, kernel: Kernel, n_features: int = 1000, center: bool = True, chunk_size: int = 4096) -> KernelRidge:
@@ -238,6 +259,8 @@ class Selection:
     loo_error: float
     n_used: int
     grid: dict = field(default_factory=dict)
+    #: the bandwidth over the median distance it was chosen at (set by the learner)
+    multiplier: float = math.nan
 
 
 def select_hyperparameters(x, y, kernel, bandwidths, ridges, center=True, statistics=None) -> Selection:

@@ -120,8 +120,11 @@ def feature_network(images: torch.Tensor, labels: torch.Tensor | None, key: str,
     classes = 4 if labels is None else int(labels.max()) + 1
     net = FeatureNet(images.shape[1], classes)
     if path.exists():
-        saved = torch.load(path, map_location="cpu", weights_only=False)
-        if saved.get("settings") == settings:
+        try:  # tensors and plain containers only: a planted file cannot run code; a damaged one is retrained
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # noqa: BLE001
+            saved = {}
+        if isinstance(saved, dict) and saved.get("settings") == settings:
             net.load_state_dict(saved["state"])
             return net.eval(), {**saved["info"], "path": str(path), "cached": True}
     generator = torch.Generator().manual_seed(seed)

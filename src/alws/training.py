@@ -11,6 +11,8 @@ machine.
 """
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import math
 import os
@@ -35,14 +37,19 @@ __all__ = [
     "Trainer",
     "guarded_step",
     "atomic_save",
+    "atomic_write_bytes",
     "atomic_write_text",
+    "save_checkpoint",
+    "load_checkpoint",
+    "data_fingerprint",
+    "remove_stale_temporaries",
     "seed_everything",
     "make_optimizer",
     "fingerprint",
     "CHECKPOINT_FORMAT",
 ]
 
-CHECKPOINT_FORMAT = "alws-checkpoint-v1"
+CHECKPOINT_FORMAT = "alws-checkpoint-v2"
 
 
 class StopTraining(Exception):
@@ -59,38 +66,103 @@ class History(list):
         atomic_write_text(path, json.dumps(list(self), indent=1, default=float))
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file and ``os.replace`` (never a half-written file)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_save(obj, path: str | os.PathLike) -> None:
-    """``torch.save`` to ``path`` atomically (temporary file in the same folder, fsync, ``os.replace``)."""
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, mode: int = 0o644) -> None:
+    """Write ``data`` to ``path`` via a temporary file in the same folder, ``fsync`` and
+    ``os.replace``: readers see the old file or the new one, never a half-written file. The file
+    gets permissions ``mode`` (less the process umask), like any file the user writes."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
+            handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, mode & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically (see :func:`atomic_write_bytes`)."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_save(obj, path: str | os.PathLike) -> None:
+    """``torch.save`` to ``path`` atomically (see :func:`atomic_write_bytes`)."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def remove_stale_temporaries(path: str | os.PathLike) -> list[str]:
+    """Delete the temporary files that interrupted atomic writes of ``path`` left behind
+    (``.NAME.*.tmp`` beside it); returns their names."""
+    path = Path(path)
+    removed = []
+    if path.parent.is_dir():
+        for tmp in path.parent.glob(f".{path.name}.*.tmp"):
+            try:
+                tmp.unlink()
+                removed.append(tmp.name)
+            except OSError:
+                pass
+    return removed
+
+
+#: First bytes of every checkpoint file: the format, then a SHA-256 of the payload on its own line.
+CHECKPOINT_MAGIC = b"ALWS-CHECKPOINT-2\n"
+
+
+def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
+    """Write ``state`` atomically as ``CHECKPOINT_MAGIC``, the payload's SHA-256 and the payload
+    (``torch.save`` bytes), so that any corruption is detected on load."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    payload = buffer.getvalue()
+    atomic_write_bytes(path, CHECKPOINT_MAGIC + hashlib.sha256(payload).hexdigest().encode() + b"\n" + payload)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Read a checkpoint written by :func:`save_checkpoint`: verify its checksum, then load it with
+    ``weights_only=True`` (tensors and plain containers only: a crafted file cannot run code).
+    Raises :class:`CheckpointError` naming what is wrong."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as error:
+        raise CheckpointError(f"cannot read checkpoint {path}: {error}") from error
+    if not raw.startswith(CHECKPOINT_MAGIC):
+        if raw[:2] == b"PK" or raw[:1] == b"\x80":  # a plain torch.save file: zip or pickle
+            raise CheckpointError(f"{path} is not an alws checkpoint of this version (written by torch.save or an alws before "
+                                  "checksummed checkpoints); it is not loaded. Start a new run, or resume with the alws that wrote it")
+        raise CheckpointError(f"{path} is not an alws checkpoint")
+    header_end = raw.index(b"\n", len(CHECKPOINT_MAGIC)) if b"\n" in raw[len(CHECKPOINT_MAGIC):] else -1
+    if header_end < 0:
+        raise CheckpointError(f"checkpoint {path} is truncated (no checksum line)")
+    digest, payload = raw[len(CHECKPOINT_MAGIC):header_end].decode("ascii", "replace"), raw[header_end + 1 :]
+    if hashlib.sha256(payload).hexdigest() != digest:
+        raise CheckpointError(f"checkpoint {path} is corrupt: its contents do not match their checksum (a damaged or edited file)")
+    try:
+        state = torch.load(io.BytesIO(payload), map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001
+        raise CheckpointError(f"cannot load checkpoint {path}: {error}") from error
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} does not hold an alws checkpoint")
+    return state
+
+
+def data_fingerprint(data: torch.Tensor) -> dict:
+    """Shape, dtype and SHA-256 of the data's bytes: a checkpoint of a run on other data (even of
+    the same shape) is refused on resume."""
+    array = data.detach().cpu().contiguous()
+    digest = hashlib.sha256(array.view(torch.uint8).numpy().tobytes() if array.numel() else b"").hexdigest()
+    return {"shape": list(array.shape), "dtype": str(array.dtype).replace("torch.", ""), "sha256": digest}
 
 
 def seed_everything(seed: int) -> None:
@@ -159,7 +231,17 @@ def guarded_step(loss, optimizer: torch.optim.Optimizer, clip_grad_norm: float |
             f"gradient is non-finite (in {len(bad)} of {len(params)} parameter tensors); "
             "parameters left at their values before this step"
         )
+    every = [p for group in optimizer.param_groups for p in group["params"]]
+    before = [p.detach().clone() for p in every]
     optimizer.step()
+    if not all(bool(torch.isfinite(p).all()) for p in every):  # a finite gradient whose update overflowed
+        with torch.no_grad():
+            for p, old in zip(every, before):
+                p.copy_(old)
+        raise NonFiniteError(
+            f"the optimiser's update made a parameter non-finite (gradient norm {float(norm):.3g}: a learning rate too "
+            "large for it?); parameters left at their values before this step"
+        )
     return float(norm)
 
 
@@ -219,7 +301,8 @@ class Trainer:
         optimizers: ``name -> Optimizer``, checkpointed.
         data: tensor ``[M, ...]``; minibatches ``data[idx]`` of ``batch_size`` rows.
         fingerprint: JSON-able description of the model and config; a checkpoint whose
-            fingerprint differs is refused on resume, naming the differences.
+            fingerprint differs is refused on resume, naming the differences. The data's shape,
+            dtype and SHA-256 are added to it.
         stateful: other objects with ``state_dict``/``load_state_dict`` (e.g. the ALWS learner).
         checkpoint: path of the checkpoint file (``None``: no checkpoints).
         checkpoint_every: write a checkpoint every so many steps (and at the end, on
@@ -229,7 +312,8 @@ class Trainer:
         seed: seeds every generator at the start of a fresh run (ignored on resume, where the
             saved generator states are restored).
         callbacks: callables ``cb(step, record)``; raise :class:`StopTraining` to stop.
-        progress: show a tqdm bar; ``None`` means only when stderr is a terminal.
+        progress: ``True``: a tqdm bar; ``False``: nothing; ``None`` (default): a bar when stderr is
+            a terminal, otherwise (a pipe, a file, CI) one plain line every few seconds.
     """
 
     def __init__(
@@ -251,11 +335,12 @@ class Trainer:
     ):
         self.modules, self.optimizers = dict(modules), dict(optimizers)
         self.stateful = dict(stateful or {})
-        self.data, self.fingerprint = data, fingerprint
+        self.data, self.fingerprint = data, {**fingerprint, "data": data_fingerprint(data)}
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
         self.checkpoint_every, self.resume, self.seed = checkpoint_every, resume, seed
         self.callbacks = list(callbacks)
-        self.progress = sys.stderr.isatty() if progress is None else progress
+        # True: a tqdm bar; False: nothing; None: a bar on a terminal, else a plain line every few seconds
+        self.progress = True if progress is None and sys.stderr.isatty() else progress
         self.description = description
         self.sampler = MinibatchSampler(data.shape[0], batch_size, 0 if seed is None else seed)
         self.history = History()
@@ -275,21 +360,20 @@ class Trainer:
             "history": list(self.history),
         }
 
-    def save(self) -> None:
-        if self.checkpoint is not None:
-            atomic_save(self.state_dict(), self.checkpoint)
+    def save(self, path: Path | None = None) -> None:
+        path = path or self.checkpoint
+        if path is not None:
+            save_checkpoint(self.state_dict(), path)
 
     def load(self) -> None:
         path = self.checkpoint
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as error:  # noqa: BLE001
-            raise CheckpointError(f"cannot read checkpoint {path}: {error}") from error
-        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
-            raise CheckpointError(f"{path} is not an alws checkpoint (format {CHECKPOINT_FORMAT} expected)")
+        state = load_checkpoint(path)
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise CheckpointError(f"{path} is not an alws checkpoint of this version (format {CHECKPOINT_FORMAT} expected, "
+                                  f"found {state.get('format')!r})")
         diff = _describe_difference(state["fingerprint"], self.fingerprint)
         if diff:
-            raise CheckpointError(f"checkpoint {path} was written for another model or config: " + "; ".join(diff))
+            raise CheckpointError(f"checkpoint {path} was written for another model, data or config: " + "; ".join(diff))
         for k, m in self.modules.items():
             m.load_state_dict(state["modules"][k])
         for k, o in self.optimizers.items():
@@ -304,17 +388,25 @@ class Trainer:
     # -- the loop ------------------------------------------------------------------------------
     def run(self, step_fn: Callable[[torch.Tensor, int], dict], steps: int) -> History:
         """Run until ``steps`` steps are done in total (a resumed run continues its count)."""
+        if self.checkpoint is not None:
+            remove_stale_temporaries(self.checkpoint)  # left by a write that was killed
         if self.checkpoint is not None and self.checkpoint.exists():
             if not self.resume:
                 raise CheckpointError(
                     f"checkpoint {self.checkpoint} already exists; pass resume=True to continue it, or choose another path"
                 )
             self.load()
+            if self.step > steps:
+                raise CheckpointError(
+                    f"checkpoint {self.checkpoint} is at step {self.step}, beyond the {steps} steps asked for; "
+                    f"resume with steps >= {self.step}, or start a new run"
+                )
         elif self.resume and self.checkpoint is not None:
             raise CheckpointError(f"resume=True but checkpoint {self.checkpoint} does not exist")
         elif self.seed is not None:
             seed_everything(self.seed)
-        bar = tqdm(total=steps, initial=self.step, desc=self.description, disable=not self.progress, dynamic_ncols=True)
+        bar = tqdm(total=steps, initial=self.step, desc=self.description, disable=self.progress is not True, dynamic_ncols=True)
+        lines = _ProgressLines(self.description, steps, self.step) if self.progress is None else None
         consistent = True  # false while a step is half done: its state must not be checkpointed
         try:
             while self.step < steps:
@@ -325,9 +417,16 @@ class Trainer:
                 try:
                     record = dict(step_fn(batch, step))
                 except NonFiniteError as error:
-                    self.save()
-                    where = f"; last good state saved to {self.checkpoint}" if self.checkpoint else ""
-                    raise NonFiniteError(f"step {step}: {error}{where}") from error
+                    where = ""
+                    if self.checkpoint is not None:
+                        # the periodic checkpoint stays the resumable state; the failure goes beside it
+                        failed = self.checkpoint.with_name(self.checkpoint.name + ".failed")
+                        self.save(failed)
+                        kept = f"the last consistent checkpoint {self.checkpoint} is kept" if self.checkpoint.exists() else "no checkpoint was due yet"
+                        where = f"; {kept}; the state at the failure is in {failed}"
+                    failure = NonFiniteError(f"step {step}: {error}{where}")
+                    failure.step = step
+                    raise failure from error
                 record = {"step": step, **record, "time": time.perf_counter() - start}
                 self.history.append(record)
                 self.step = step
@@ -335,6 +434,8 @@ class Trainer:
                 bar.update(1)
                 if "loss" in record:
                     bar.set_postfix(loss=f"{record['loss']:.4g}", refresh=False)
+                if lines is not None:
+                    lines.update(step, record)
                 stop = False
                 for callback in self.callbacks:
                     try:
@@ -352,6 +453,27 @@ class Trainer:
         finally:
             bar.close()
         return self.history
+
+
+class _ProgressLines:
+    """Progress for output that is not a terminal: a flushed line on stderr every ``every`` seconds
+    (and at the first and last step) instead of a bar's carriage returns."""
+
+    def __init__(self, description: str, steps: int, done: int, every: float = 5.0):
+        self.description, self.steps, self.every = description, steps, every
+        self.start, self.done_at_start = time.perf_counter(), done
+        self.last = -math.inf
+
+    def update(self, step: int, record: dict) -> None:
+        now = time.perf_counter()
+        if now - self.last < self.every and step not in (self.done_at_start + 1, self.steps):
+            return
+        self.last = now
+        rate = (step - self.done_at_start) / max(now - self.start, 1e-9)
+        left = (self.steps - step) / rate if rate > 0 else math.inf
+        loss = f", loss {record['loss']:.4g}" if isinstance(record.get("loss"), float) else ""
+        eta = f", about {left / 60:.1f} min left at most" if math.isfinite(left) and step < self.steps else ""
+        print(f"{self.description}: step {step}/{self.steps}{loss}, {rate:.2f} steps/s{eta}", file=sys.stderr, flush=True)
 
 
 def with_time_budget(callbacks, max_seconds: float | None) -> list:

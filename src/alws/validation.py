@@ -76,6 +76,9 @@ def check_data(x: Any, sample_shape: Sequence[int] | None = None, name: str = "d
     change values (non-integers to an integer type) is refused.
     """
     x = as_tensor(x, name)
+    if x.is_complex():
+        raise DataError(f"{name} is complex ({x.dtype}); alws models real-valued data: pass the real part, or real and "
+                        "imaginary parts as separate coordinates")
     if x.dim() == 0:
         raise DataError(f"{name} must have a leading sample dimension; got a scalar")
     if x.shape[0] == 0:
@@ -87,6 +90,11 @@ def check_data(x: Any, sample_shape: Sequence[int] | None = None, name: str = "d
         )
     check_finite(x, name)
     if dtype is not None and x.dtype != dtype:
+        if dtype.is_floating_point and x.is_floating_point() and x.numel():
+            largest = float(x.abs().max())
+            if largest > torch.finfo(dtype).max:
+                raise DataError(f"{name} has values up to {largest:.3g}, beyond the range of the model's {dtype} "
+                                f"({torch.finfo(dtype).max:.3g}); rescale the data or use a {x.dtype} model")
         converted = x.to(dtype)
         if not dtype.is_floating_point and not dtype.is_complex and not bool((converted.to(x.dtype) == x).all()):
             raise DataError(f"{name} has non-integer values but the model's samples x are {dtype}; convert or round the data")
@@ -95,17 +103,17 @@ def check_data(x: Any, sample_shape: Sequence[int] | None = None, name: str = "d
 
 
 def check_positive(name: str, value: Any, allow_none: bool = False) -> None:
-    """Raise :class:`ValueError` unless ``value`` is a finite number > 0."""
+    """Raise :class:`ConfigError` (a ``ValueError``) unless ``value`` is a finite number > 0."""
     if value is None and allow_none:
         return
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+        raise ConfigError(f"{name} must be a finite number > 0, got {value!r}")
 
 
 def check_int(name: str, value: Any, minimum: int) -> None:
-    """Raise :class:`ValueError` unless ``value`` is an integer >= ``minimum``."""
+    """Raise :class:`ConfigError` (a ``ValueError``) unless ``value`` is an integer >= ``minimum``."""
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
 
 
 def check_choice(name: str, value: Any, choices: Iterable[str]) -> None:

@@ -135,3 +135,37 @@ def test_debian_fashion_mnist_when_installed():
         pytest.skip("Debian's dataset-fashion-mnist is not installed (.ci/run installs it)")
     test = load_dataset("fashion-mnist", split="test")
     assert test.images.shape == (10000, 1, 28, 28) and torch.bincount(test.labels).tolist() == [1000] * 10
+
+
+def test_a_cifar_batch_that_would_run_code_is_refused(tmp_path):
+    class Payload:
+        def __reduce__(self):
+            return (exec, ("import pathlib; pathlib.Path(%r).write_text('ran')" % str(tmp_path / "owned"),))
+
+    (tmp_path / "test_batch").write_bytes(pickle.dumps({b"data": Payload(), b"labels": [0]}))
+    with pytest.raises(DataError, match="refusing to load builtins.exec"):
+        read_cifar10(tmp_path, "test")
+    assert not (tmp_path / "owned").exists()
+
+
+@pytest.mark.parametrize("arrays, message", [
+    ({"pictures": np.zeros((2, 4, 4))}, "no array named 'images' \\(found: pictures\\)"),
+    ({"images": np.zeros((3, 4, 4)), "labels": np.arange(2)}, "one integer per image.*for 3 images"),
+    ({"images": np.full((2, 4, 4), np.nan)}, "32 NaN or infinite"),
+    ({"images": np.array([[["a"] * 4] * 4] * 2)}, "must be numbers"),
+])
+def test_npz_images_are_checked(tmp_path, arrays, message):
+    np.savez(tmp_path / "x.npz", **arrays)
+    with pytest.raises(DataError, match=message):
+        read_npz_images(tmp_path / "x.npz")
+
+
+def test_object_and_truncated_npz_files_are_refused(tmp_path):
+    np.savez(tmp_path / "objects.npz", images=np.array([{"a": 1}, None], dtype=object))
+    with pytest.raises(DataError, match="cannot read the arrays"):
+        read_npz_images(tmp_path / "objects.npz")
+    np.savez(tmp_path / "full.npz", images=np.zeros((50, 8, 8)))
+    raw = (tmp_path / "full.npz").read_bytes()
+    (tmp_path / "cut.npz").write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(DataError, match="cannot read"):
+        read_npz_images(tmp_path / "cut.npz")

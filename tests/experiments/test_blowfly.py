@@ -66,6 +66,7 @@ def test_reads_the_shared_blowfly_series():
         ("day,adults\n2,10\n4,-3\n" + "".join(f"{6 + 2 * i},5\n" for i in range(25)), "line 3: count -3 is negative"),
         ("day,adults\n2,10\n4,nan\n" + "".join(f"{6 + 2 * i},5\n" for i in range(25)), "line 3: count 'nan' is not finite"),
         ("day,adults\n" + "".join(f"{2 * i},5\n" for i in range(10)), r"at least max_lag \+ 1 = 21"),
+        ("day,adults\n2,0\n" + "".join(f"{4 + 2 * i},5\n" for i in range(25)), "line 2: count 0 is zero; the model's log-normal"),
     ],
 )
 def test_bad_csv_files_are_refused_naming_file_and_line(tmp_path, text, message):
@@ -150,3 +151,17 @@ def test_resume_after_an_interruption_keeps_the_whole_parameter_trajectory(tmp_p
     # smoke: 40 steps, recorded at step 1 and every 5. The interrupt comes between steps, so the
     # trainer checkpoints the consistent state of step 25 and the resumed run continues from there.
     assert steps == [0, 1, 5, 10, 15, 20, 25, 30, 35, 40]
+
+
+def test_a_byte_order_mark_does_not_hide_the_adults_column(tmp_path):
+    path = tmp_path / "counts.csv"
+    path.write_bytes("day,adults\n".encode("utf-8-sig") + "".join(f"{2 * i},{100 + i}\n" for i in range(30)).encode())
+    counts = blowfly.load_counts(path)
+    assert counts[:3].tolist() == [100.0, 101.0, 102.0]  # not the day column
+
+
+def test_a_binary_file_is_named_as_not_a_csv(tmp_path):
+    path = tmp_path / "counts.csv"
+    path.write_bytes(bytes(range(256)) * 4)
+    with pytest.raises(DataError, match="is not a text CSV file"):
+        blowfly.load_counts(path)

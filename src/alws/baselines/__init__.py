@@ -147,7 +147,7 @@ def fit(
         step = _pyro_step(method, model, encoder, particles, opt, clip_grad_norm)
     modules = {"model": model, "encoder": encoder}
     config = {"method": method, "batch_size": batch_size, "lr": lr, "particles": particles, "insomnia": insomnia, "n_flows": n_flows,
-              "train_model": train_model, "seed": seed, "data_shape": list(data.shape)}
+              "train_model": train_model, "seed": seed}
     return _trainer(modules, {"optimizer": opt}, data, batch_size, config, checkpoint, checkpoint_every, resume, seed, callbacks,
                     max_seconds, progress, method).run(step, steps)
 
@@ -233,7 +233,7 @@ def _fit_wgan(model, data, steps, batch_size, critic, n_critic, lr, optimizer, c
         return {"loss": wasserstein, "critic_loss": float(critic_loss.detach()), "grad_norm": grad_norm}
 
     modules = {"model": model, "critic": critic}
-    config = {"method": "wgan-gp", "batch_size": batch_size, "lr": lr, "n_critic": n_critic, "seed": seed, "data_shape": list(data.shape)}
+    config = {"method": "wgan-gp", "batch_size": batch_size, "lr": lr, "n_critic": n_critic, "seed": seed}
     trainer = _trainer(modules, {"generator": gen_opt, "critic": critic_opt}, data, batch_size, config, checkpoint, checkpoint_every,
                        resume, seed, callbacks, max_seconds, progress, "wgan-gp")
     sampler_holder["trainer"] = trainer
@@ -348,7 +348,7 @@ def fit_pyro(
     params = [p for m in modules.values() for p in m.parameters()]
     opt = make_optimizer(optimizer, params, lr)
     step = _pyro_objective_step(method, pyro_model, guide, particles, opt, clip_grad_norm, penalty)
-    config = {"method": method, "batch_size": batch_size, "lr": lr, "particles": particles, "seed": seed, "data_shape": list(data.shape)}
+    config = {"method": method, "batch_size": batch_size, "lr": lr, "particles": particles, "seed": seed}
     return _trainer(modules, {"optimizer": opt}, data, batch_size, config, checkpoint, checkpoint_every, resume, seed, callbacks,
                     max_seconds, progress, method).run(step, steps)
 

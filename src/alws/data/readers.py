@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import pickle
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -93,9 +94,32 @@ def read_mnist_csv(path, label_column: int = -1):
     return pixels.reshape(-1, 1, 28, 28).astype(np.uint8), labels
 
 
+#: What an unpickled CIFAR-10 batch may contain: numpy arrays and their dtypes, nothing else.
+_CIFAR_GLOBALS = {
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"), ("_codecs", "encode"),
+}
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles dicts, lists, strings, numbers and numpy arrays only: a pickle names the
+    functions it calls while loading, and any other one (the way a crafted file runs code) is
+    refused before it is looked up."""
+
+    def find_class(self, module, name):
+        if (module, name) in _CIFAR_GLOBALS:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load {module}.{name}: a CIFAR-10 batch holds only arrays")
+
+
 def read_cifar10(directory, split: str = "train"):
     """``(images [n, 3, 32, 32] uint8, labels [n])`` from CIFAR-10's python pickles
-    (``data_batch_1..5`` / ``test_batch``) in ``directory`` or its ``cifar-10-batches-py``."""
+    (``data_batch_1..5`` / ``test_batch``) in ``directory`` or its ``cifar-10-batches-py``.
+
+    The format is a Python pickle, and unpickling a file can run code chosen by whoever wrote it.
+    The files are therefore read by an unpickler that accepts only dicts, lists, strings, numbers
+    and numpy arrays, and a batch must be a dict with ``data`` [n, 3072] and ``labels`` [n]."""
     directory = Path(directory)
     if (directory / "cifar-10-batches-py").is_dir():
         directory = directory / "cifar-10-batches-py"
@@ -107,7 +131,7 @@ def read_cifar10(directory, split: str = "train"):
     for path in present:
         try:
             with path.open("rb") as handle:
-                batch = pickle.load(handle, encoding="bytes")
+                batch = _ArrayUnpickler(handle, encoding="bytes").load()
         except Exception as error:  # noqa: BLE001 - any unpickling failure is a data error
             raise DataError(f"{path} is not a CIFAR-10 python batch: {error}") from None
         data = batch.get(b"data", batch.get("data")) if isinstance(batch, dict) else None
@@ -167,19 +191,35 @@ def read_image_directory(directory, size: int | None = None, grey: bool = False,
 
 
 def read_npz_images(path, size: int | None = None):
-    """``(images [n, C, H, W], labels or None)`` from an ``.npz`` holding an ``images`` array
-    (else its first array) as ``[n, H, W]``, ``[n, H, W, C]`` or ``[n, C, H, W]`` and optionally
-    ``labels``. With ``size``, images are centre-cropped and resized."""
+    """``(images [n, C, H, W], labels or None)`` from an ``.npz`` holding an ``images`` array as
+    ``[n, H, W]``, ``[n, H, W, C]`` or ``[n, C, H, W]`` (numbers, finite) and optionally ``labels``
+    (one integer per image). With ``size``, images are centre-cropped and resized. Arrays are read
+    without pickle (``allow_pickle=False``): object arrays are refused."""
     path = Path(path)
     try:
-        archive = np.load(path)
-    except (OSError, ValueError) as error:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         raise DataError(f"cannot read {path} as .npz: {error}") from None
-    keys = list(archive.keys())
-    if not keys:
-        raise DataError(f"{path} holds no arrays")
-    images = archive["images"] if "images" in keys else archive[keys[0]]
-    labels = archive["labels"].astype(np.int64) if "labels" in keys else None
+    try:
+        keys = list(archive.keys())
+        if "images" not in keys:
+            raise DataError(f"{path} holds no array named 'images' (found: {', '.join(keys) or 'none'}); save the images as images=...")
+        try:
+            images = archive["images"]
+            labels = archive["labels"] if "labels" in keys else None
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:  # object arrays; truncated members
+            raise DataError(f"cannot read the arrays of {path}: {error}") from None
+    except zipfile.BadZipFile as error:
+        raise DataError(f"cannot read {path} as .npz: {error}") from None
+    if images.dtype.kind not in "uifb":
+        raise DataError(f"{path}: images must be numbers, got an array of dtype {images.dtype}")
+    if images.dtype.kind == "f" and not np.isfinite(images).all():
+        raise DataError(f"{path}: images contain {int((~np.isfinite(images)).sum())} NaN or infinite values")
+    if labels is not None:
+        if labels.dtype.kind not in "uib" or labels.ndim != 1 or len(labels) != len(images):
+            raise DataError(f"{path}: labels must be one integer per image; got dtype {labels.dtype}, shape {labels.shape} "
+                            f"for {len(images)} images")
+        labels = labels.astype(np.int64)
     if images.ndim == 3:
         images = images[:, None]
     elif images.ndim == 4 and images.shape[-1] in (1, 3) and images.shape[1] not in (1, 3):

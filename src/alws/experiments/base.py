@@ -15,6 +15,7 @@ figures, ``checkpoints/``, ``stages/`` (finished pieces of work, reused by ``alw
 """
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import logging
@@ -27,9 +28,12 @@ from typing import Any, Callable
 
 from ..errors import ConfigError
 from ..training import atomic_write_text, seed_everything
+from .registry import EXPERIMENTS
 
 __all__ = [
     "ExperimentConfig",
+    "KernelConfig",
+    "finished",
     "TrainingConfig",
     "RunContext",
     "EXPERIMENTS",
@@ -42,17 +46,6 @@ __all__ = [
     "resume_experiment",
 ]
 
-#: Experiment name -> module under ``alws.experiments``.
-EXPERIMENTS = {
-    "gradient-estimation": "gradient_estimation",
-    "blowfly": "blowfly",
-    "hodgkin-huxley": "hodgkin_huxley",
-    "gabor-ring": "gabor_ring",
-    "pinwheel": "pinwheel",
-    "ica": "ica",
-    "images": "images",
-    "images-benchmark": "images_benchmark",
-}
 
 
 @dataclass
@@ -68,6 +61,12 @@ class ExperimentConfig:
         experiment that has them."""
         if self.device != "cpu" and not self.device.startswith("cuda"):
             raise ConfigError(f"device must be 'cpu' or 'cuda[:k]', got {self.device!r}")
+        if self.device.startswith("cuda"):
+            import torch
+
+            if not torch.cuda.is_available():
+                raise ConfigError(f"device {self.device!r} asked for, but this torch ({torch.__version__}) sees no CUDA GPU; "
+                                  "use --device cpu, or install a CUDA build of torch")
         regression = getattr(self, "regression", "auto")
         if regression not in ("auto", "exact", "rff", "nystrom"):
             raise ConfigError(f"unknown regression {regression!r}; valid: auto, exact, rff, nystrom")
@@ -81,7 +80,70 @@ class ExperimentConfig:
 
 
 @dataclass
-class TrainingConfig(ExperimentConfig):
+class KernelConfig(ExperimentConfig):
+    """The kernel of experiments that train with :func:`alws.fit` (see :class:`alws.ALWS`).
+
+    ``features``: ``"auto"`` (a learned linear projection for high-dimensional ``x``), ``"none"``
+    (the fixed kernel on raw ``x``), or a feature map by name (``linear``, ``mlp``, ``conv``,
+    ``random-projection``); ``learn_kernel``: ``"auto"`` / ``"true"`` / ``"false"``; the
+    ``kernel_*`` fields set the kernel-learning schedule.
+    """
+
+    features: str = "auto"
+    feature_dim: int = 16
+    kernel: str = "gaussian"
+    learn_kernel: str = "auto"
+    kernel_every: int = 1
+    kernel_steps: int = 1
+    kernel_samples: int | None = None
+    kernel_lr: float = 0.01
+    kernel_hyperparameters: str = "selection"
+
+    #: feature names an experiment accepts beyond the library's (e.g. its own hand-made features)
+    extra_features = ()
+
+    def validate(self) -> None:
+        super().validate()
+        from ..features import FEATURES
+        from ..kernels import make_kernel
+
+        valid = ["auto", "none", *FEATURES, *self.extra_features]
+        if self.features not in valid:
+            raise ConfigError(f"features must be one of {', '.join(valid)}; got {self.features!r}")
+        try:
+            make_kernel(self.kernel)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+        if self.learn_kernel not in ("auto", "true", "false"):
+            raise ConfigError(f"learn_kernel must be 'auto', 'true' or 'false', got {self.learn_kernel!r}")
+        if self.kernel_hyperparameters not in ("selection", "learned"):
+            raise ConfigError(f"kernel_hyperparameters must be 'selection' or 'learned', got {self.kernel_hyperparameters!r}")
+        for key in ("feature_dim", "kernel_every", "kernel_steps"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
+        if self.kernel_samples is not None and self.kernel_samples < 2:
+            raise ConfigError(f"kernel_samples must be >= 2, got {self.kernel_samples}")
+        if not self.kernel_lr > 0:
+            raise ConfigError(f"kernel_lr must be > 0, got {self.kernel_lr}")
+
+    def kernel_options(self, features=None) -> dict:
+        """The kernel keywords of :func:`alws.fit`; ``features`` replaces the config's word (for an
+        experiment's own feature map)."""
+        return {
+            "features": self.features if features is None else features,
+            "feature_dim": self.feature_dim,
+            "kernel": self.kernel,
+            "learn_kernel": {"auto": "auto", "true": True, "false": False}[self.learn_kernel],
+            "kernel_every": self.kernel_every,
+            "kernel_steps": self.kernel_steps,
+            "kernel_samples": self.kernel_samples,
+            "kernel_lr": self.kernel_lr,
+            "kernel_hyperparameters": self.kernel_hyperparameters,
+        }
+
+
+@dataclass
+class TrainingConfig(KernelConfig):
     """Fields of experiments that train a model with :func:`alws.fit`."""
 
     steps: int = 200
@@ -236,16 +298,24 @@ def resolve_config(module, preset: str = "default", config_file=None, overrides=
 
 
 class RunContext:
-    """Handed to an experiment's ``run``: where to write, and how to skip work already done."""
+    """Handed to an experiment's ``run``: where to write, and how to skip work already done.
 
-    def __init__(self, out_dir: Path, progress: bool | None, resume: bool, logger: logging.Logger):
+    ``config_sha256`` keys every stage: a stage file written under another config (another run's
+    directory, an edited config) is recomputed, never reused.
+    """
+
+    def __init__(self, out_dir: Path, progress: bool | None, resume: bool, logger: logging.Logger, config_sha256: str = ""):
         self.out_dir, self.progress, self.resume, self.log = out_dir, progress, resume, logger
+        self.config_sha256 = config_sha256
         self.figures: list[str] = []
+        #: ``[{"method": name, "status": "diverged", "step": k, "error": message}]`` of :meth:`method`
+        self.failures: list[dict] = []
 
     @property
-    def show_progress(self) -> bool:
-        """Progress bars: as asked, else only when stderr is a terminal."""
-        return sys.stderr.isatty() if self.progress is None else bool(self.progress)
+    def show_progress(self) -> bool | None:
+        """Progress display: ``False`` when asked for none, else ``None`` (a bar on a terminal,
+        plain progress lines every few seconds otherwise; see :class:`alws.training.Trainer`)."""
+        return False if self.progress is False else None
 
     def checkpoint(self, name: str) -> Path:
         """Path for a training checkpoint named ``name`` (under ``checkpoints/``)."""
@@ -254,14 +324,42 @@ class RunContext:
         return path
 
     def stage(self, name: str, compute: Callable[[], Any]) -> Any:
-        """Result of ``compute()``, stored as ``stages/NAME.json``; a resumed run reads it back."""
+        """Result of ``compute()``, stored as ``stages/NAME.json`` with the config's digest; a
+        resumed run reads it back when the digest matches."""
         path = self.out_dir / "stages" / f"{name}.json"
         if path.exists():
-            self.log.info("stage %s: reusing %s", name, path)
-            return json.loads(path.read_text())
+            try:
+                stored = json.loads(path.read_text())
+            except (OSError, json.JSONDecodeError):
+                stored = None
+            if isinstance(stored, dict) and stored.get("config_sha256") == self.config_sha256 and "result" in stored:
+                self.log.info("stage %s: reusing %s", name, path)
+                return stored["result"]
+            self.log.info("stage %s: %s was written under another config (or is damaged); recomputing", name, path)
         result = compute()
-        atomic_write_text(path, json.dumps(result, indent=1))
+        atomic_write_text(path, json.dumps({"stage": name, "config_sha256": self.config_sha256, "result": result}, indent=1))
         return result
+
+    def method(self, name: str, compute: Callable[[], dict], started: Callable[[], float] | None = None) -> dict:
+        """:meth:`stage` for one method of a multi-method experiment: a method whose training
+        diverges (non-finite loss or gradient, a kernel system that stays indefinite) is recorded
+        as ``{"status": "diverged", "step": k, "error": ...}`` and the experiment goes on."""
+        from ..errors import NonFiniteError, NotPositiveDefiniteError
+
+        clock = time.perf_counter()
+
+        def guarded():
+            try:
+                return {"status": "finished", **compute()}
+            except (NonFiniteError, NotPositiveDefiniteError) as error:
+                self.log.error("%s diverged: %s", name, error)
+                return {"status": "diverged", "step": getattr(error, "step", None), "error": str(error),
+                        "train_seconds": time.perf_counter() - clock}
+
+        row = self.stage(name, guarded)
+        if row.get("status") == "diverged":
+            self.failures.append({"method": name, "status": "diverged", "step": row.get("step"), "error": row.get("error")})
+        return row
 
     def save_figure(self, fig, name: str) -> Path:
         """Save a matplotlib figure as ``NAME.png`` in the run directory and close it."""
@@ -272,6 +370,11 @@ class RunContext:
         plt.close(fig)
         self.figures.append(path.name)
         return path
+
+
+def finished(methods: dict) -> dict:
+    """The rows of ``methods`` (name -> result of :meth:`RunContext.method`) that finished."""
+    return {name: row for name, row in methods.items() if row.get("status", "finished") == "finished"}
 
 
 def _logger(out_dir: Path) -> logging.Logger:
@@ -286,27 +389,79 @@ def _logger(out_dir: Path) -> logging.Logger:
     return logger
 
 
+#: Marks a run directory's config.json.
+RUN_FORMAT = "alws-run-1"
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a run: carries the run directory, so the message can say what to resume."""
+
+    def __init__(self, out_dir: Path):
+        super().__init__(str(out_dir))
+        self.out_dir = out_dir
+
+
+def config_digest(config: dict) -> str:
+    """SHA-256 of a config dict (sorted JSON): keys stages and detects an edited config.json."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def read_json(path: Path, what: str) -> dict:
+    """A JSON object from ``path``, or a :class:`ConfigError` that names the file and the problem."""
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path} does not exist ({what})") from None
+    except OSError as error:
+        raise ConfigError(f"cannot read {path} ({what}): {error}") from None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"{path} ({what}) is not valid JSON (truncated or edited?): {error}") from None
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path} ({what}) must hold a JSON object, found {type(value).__name__}")
+    return value
+
+
+def _check_out_dir(out_dir: Path) -> None:
+    """A new run writes only into a new or empty directory: never over a user's files or another run."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"--out {out_dir} is a file; give a directory for the run (it is created if missing)")
+    if out_dir.is_dir() and any(out_dir.iterdir()):
+        if (out_dir / "config.json").exists() or (out_dir / "results.json").exists():
+            raise ConfigError(f"{out_dir} already holds a run; use 'alws resume {out_dir}' or choose another --out")
+        raise ConfigError(f"{out_dir} exists and is not empty, and it is not an alws run: a run writes only into a new or "
+                          "empty directory (its files would be overwritten); choose another --out")
+
+
 def _execute(module, name: str, preset: str, config, out_dir: Path, progress, resume: bool) -> dict:
     import matplotlib
 
     matplotlib.use("Agg")
     out_dir.mkdir(parents=True, exist_ok=True)
-    record = {"experiment": name, "preset": preset, "config": asdict(config)}
+    values = asdict(config)
+    digest = config_digest(values)
+    record = {"format": RUN_FORMAT, "experiment": name, "preset": preset, "config": values, "config_sha256": digest}
     config_path = out_dir / "config.json"
     if not resume:
         atomic_write_text(config_path, json.dumps(record, indent=1))
     logger = _logger(out_dir)
-    logger.info("%s %s (preset %s): %s", "resuming" if resume else "running", name, preset, json.dumps(asdict(config)))
+    logger.info("%s %s (preset %s): %s", "resuming" if resume else "running", name, preset, json.dumps(values))
     seed_everything(config.seed)
-    ctx = RunContext(out_dir, progress, resume, logger)
+    ctx = RunContext(out_dir, progress, resume, logger, digest)
     start = time.perf_counter()
-    results = module.run(config, ctx)
+    try:
+        results = module.run(config, ctx)
+    except KeyboardInterrupt:
+        logger.info("interrupted")
+        raise Interrupted(out_dir) from None
     results = {
         "experiment": name,
         "preset": preset,
-        "config": asdict(config),
+        "config": values,
         "wall_time_s": time.perf_counter() - start,
         "figures": ctx.figures,
+        "failures": ctx.failures,
         **results,
     }
     atomic_write_text(out_dir / "results.json", json.dumps(results, indent=1))
@@ -315,26 +470,47 @@ def _execute(module, name: str, preset: str, config, out_dir: Path, progress, re
 
 
 def run_experiment(name, preset="default", config_file=None, overrides=(), out_dir=None, seed=None, device=None, progress=None):
-    """Resolve the config, run experiment ``name`` into ``out_dir`` and return ``(results, out_dir)``."""
+    """Resolve the config, run experiment ``name`` into ``out_dir`` and return ``(results, out_dir)``.
+
+    ``out_dir`` must be new or empty (default ``runs/NAME-TIMESTAMP``); its name is printed to
+    stderr before the work starts.
+    """
     module = load_experiment(name)
     config = resolve_config(module, preset, config_file, overrides, seed, device)
     if out_dir is None:
         out_dir = Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
     out_dir = Path(out_dir)
-    if (out_dir / "results.json").exists() or (out_dir / "config.json").exists():
-        raise ConfigError(f"{out_dir} already holds a run; use 'alws resume {out_dir}' or choose another --out")
+    _check_out_dir(out_dir)
+    print(f"alws: {name} (preset {preset}) -> run directory {out_dir}", file=sys.stderr, flush=True)
     return _execute(module, name, preset, config, out_dir, progress, resume=False), out_dir
 
 
 def resume_experiment(out_dir, progress=None):
-    """Continue the run in ``out_dir`` from its stages and checkpoints; returns ``(results, out_dir)``."""
+    """Continue the run in ``out_dir`` from its stages and checkpoints; returns ``(results, out_dir)``.
+
+    A finished run is not run again: its results are returned as they are (``results["resumed"]``
+    is then ``"already finished"``). An edited ``config.json`` is refused.
+    """
     out_dir = Path(out_dir)
     path = out_dir / "config.json"
     if not path.exists():
         raise ConfigError(f"{out_dir} holds no config.json; it is not an alws run directory")
-    record = json.loads(path.read_text())
+    record = read_json(path, "the run's config")
+    for key in ("experiment", "config"):
+        if key not in record:
+            raise ConfigError(f"{path} has no {key!r} entry: it is not an alws run's config (or it was edited)")
+    if "config_sha256" in record and config_digest(record["config"]) != record["config_sha256"]:
+        raise ConfigError(f"{path} was edited after the run started (its config no longer matches the one the stages and "
+                          f"checkpoints were made with); start a new run from it: alws run {record['experiment']} --config {path} --out NEW_DIR")
     module = load_experiment(record["experiment"])
+    if not isinstance(record["config"], dict):
+        raise ConfigError(f"{path}: 'config' must be a JSON object")
     values = _apply(module.Config, asdict(module.Config()), record["config"], str(path))
     config = module.Config(**values)
     config.validate()
+    if (out_dir / "results.json").exists():
+        results = read_json(out_dir / "results.json", "the run's results")
+        print(f"alws: {out_dir} is already finished (results.json); nothing to resume", file=sys.stderr, flush=True)
+        return {**results, "resumed": "already finished"}, out_dir
+    print(f"alws: resuming {record['experiment']} in {out_dir}", file=sys.stderr, flush=True)
     return _execute(module, record["experiment"], record.get("preset", "default"), config, out_dir, progress, resume=True), out_dir

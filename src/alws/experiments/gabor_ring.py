@@ -27,7 +27,7 @@ from torch import nn
 from ..errors import ConfigError
 from ..evaluate import mmd
 from ..model import LatentVariableModel
-from .base import ExperimentConfig
+from .base import KernelConfig, finished
 
 NAME = "gabor-ring"
 DESCRIPTION = "Experiment II: Gabor filters with a latent on a circle; MMD and orientation uniformity vs a Gaussian-latent VAE"
@@ -116,7 +116,7 @@ class RingGenerator(LatentVariableModel):
 
 
 @dataclass
-class Config(ExperimentConfig):
+class Config(KernelConfig):
     """Default: 10,000 training / 1,000 test filters of 16x16, about 5 minutes per method."""
 
     size: int = 16
@@ -200,7 +200,7 @@ def run(config: Config, ctx) -> dict:
                       checkpoint_every=max(1, config.steps // 10), callbacks=[recorder(model, start)], progress=ctx.show_progress)
         if method == "alws":
             history = fit(model, train_images, steps=config.steps, n_sleep=config.n_sleep, lr=config.lr, regression=config.regression,
-                          exponential_family=config.exponential_family_option(), **common)
+                          exponential_family=config.exponential_family_option(), **config.kernel_options(), **common)
         else:
             history = baselines.fit("vae", model, train_images, steps=100 * config.steps, lr=config.vae_lr,
                                     max_seconds=results["methods"]["alws"]["train_seconds"], **common)
@@ -214,10 +214,10 @@ def run(config: Config, ctx) -> dict:
     for latent in ("ring", "gaussian"):
         initial = evaluate(RingGenerator(config.size, config.hidden, latent, seed=config.seed), test, config.n_eval, config.seed)
         results[f"initial_{latent}"] = {k: v for k, v in initial.items() if not k.startswith("_")}
-    results["methods"]["alws"] = ctx.stage("alws", lambda: train("alws"))
+    results["methods"]["alws"] = ctx.method("alws", lambda: train("alws"))
     if config.baseline:
-        results["methods"]["vae"] = ctx.stage("vae", lambda: train("vae"))
-    for method, row in results["methods"].items():
+        results["methods"]["vae"] = ctx.method("vae", lambda: train("vae"))
+    for method, row in finished(results["methods"]).items():
         samples[method] = {"orientations": torch.tensor(row.pop("orientations")), "examples": torch.tensor(row.pop("examples"))}
     results["data"]["test_mmd_floor"] = mmd(train_images[: config.n_eval].cpu(), test[: config.n_eval])
     figures(test, theta[config.n_train :], samples, results, ctx)
@@ -234,6 +234,9 @@ def report(results: dict) -> str:
              f"{'start':<6} {results['initial_ring']['mmd']:>10.2e} {results['initial_ring']['circular_variance']:>9.3f} "
              f"{results['initial_ring']['ks_distance']:>7.3f}   (ring latent, before training)"]
     for method, r in results["methods"].items():
+        if method not in finished(results["methods"]):
+            lines.append(f"{method:<6} {r['status']} at step {r.get('step')}: {r.get('error')}")
+            continue
         lines.append(f"{method:<6} {r['mmd']:>10.2e} {r['circular_variance']:>9.3f} {r['ks_distance']:>7.3f} {r['sigma']:>8.4f} {r['steps']:>6d} {r['train_seconds']:>8.1f}")
     return "\n".join(lines)
 

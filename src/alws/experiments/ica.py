@@ -26,7 +26,7 @@ from ..data.patches import natural_patches
 from ..errors import ConfigError
 from ..evaluate import amari_distance
 from ..model import LatentVariableModel
-from .base import ExperimentConfig
+from .base import KernelConfig, finished
 
 NAME = "ica"
 DESCRIPTION = "Experiment IV: noisy linear ICA with a true W from FastICA on natural patches; Amari distance vs wall time, ALWS vs Laplace-VAE"
@@ -91,7 +91,7 @@ def match_columns(estimate: torch.Tensor, truth: torch.Tensor) -> tuple[torch.Te
 
 
 @dataclass
-class Config(ExperimentConfig):
+class Config(KernelConfig):
     """Default: 16x16 patches, 16 sources, 10^5 data points, ~5 minutes per method on 2 cores."""
 
     patch: int = 16
@@ -177,7 +177,7 @@ def run(config: Config, ctx) -> dict:
                       checkpoint_every=max(1, config.steps // 10), callbacks=callbacks, progress=ctx.show_progress)
         if method == "alws":
             history = fit(model, data, n_sleep=config.n_sleep, lr=config.lr, regression=config.regression, max_seconds=config.max_seconds,
-                          exponential_family=config.exponential_family_option(),
+                          exponential_family=config.exponential_family_option(), **config.kernel_options(),
                           **common)
         else:
             budget = config.max_seconds if config.max_seconds is not None else results["methods"]["alws"]["train_seconds"]
@@ -192,10 +192,10 @@ def run(config: Config, ctx) -> dict:
                 "matched_cosine_min": float(cosines.min()), "curve": _curve(history, initial),
                 "W": model.W.detach().cpu().tolist()}
 
-    results["methods"]["alws"] = ctx.stage("alws", lambda: train("alws"))
+    results["methods"]["alws"] = ctx.method("alws", lambda: train("alws"))
     if config.baseline:
-        results["methods"]["laplace-vae"] = ctx.stage("laplace-vae", lambda: train("laplace-vae"))
-    for method, row in results["methods"].items():
+        results["methods"]["laplace-vae"] = ctx.method("laplace-vae", lambda: train("laplace-vae"))
+    for method, row in finished(results["methods"]).items():
         if method not in models:  # reloaded from a stage
             models[method] = torch.tensor(row["W"])
         else:
@@ -210,6 +210,9 @@ def report(results: dict) -> str:
     lines = [f"noisy ICA: D={results['dimension']}, K={results['n_sources']}, true noise sd {results['true_noise']}",
              f"{'method':<12} {'Amari start':>11} {'Amari end':>10} {'sigma':>8} {'|cos| mean':>10} {'steps':>7} {'seconds':>8}"]
     for method, r in results["methods"].items():
+        if method not in finished(results["methods"]):
+            lines.append(f"{method:<12} {r['status']} at step {r.get('step')}: {r.get('error')}")
+            continue
         lines.append(f"{method:<12} {r['initial_amari']:>11.3f} {r['final_amari']:>10.3f} {r['final_sigma']:>8.4f} "
                      f"{r['matched_cosine_mean']:>10.3f} {r['steps']:>7d} {r['train_seconds']:>8.1f}")
     return "\n".join(lines)
@@ -219,7 +222,7 @@ def figures(truth: torch.Tensor, learned: dict, results: dict, patch: int, ctx) 
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    for method, r in results["methods"].items():
+    for method, r in finished(results["methods"]).items():
         curve = r["curve"]
         ax.plot([c["wall_s"] for c in curve], [c["amari"] for c in curve], label=method)
     ax.set(xlabel="wall time (s)", ylabel="Amari distance to true W", yscale="log", title="noisy ICA")

@@ -4,9 +4,11 @@
 I_d)``, an MLP or DCGAN-style generator; Bernoulli likelihood for binarised data, Gaussian with a
 learned noise otherwise) per method, each for ``seconds_per_method`` of wall time:
 
-- ``alws-projection``: ALWS with random Fourier features of a fixed random projection of ``x``;
-- ``alws-adaptive``: ALWS with :class:`alws.feature_learning.AdaptiveFeatures`, trained every
-  ``adaptive_every`` steps on the model's own sleep samples to minimise held-out regression error;
+- ``alws-projection``: ALWS with the fixed kernel: random Fourier features of a fixed random
+  projection of ``x`` to ``projection_dim`` numbers;
+- ``alws-learned``: ALWS with a learned kernel (:mod:`alws.kernel_learning`): the feature map
+  ``features`` (default ``"auto"``: a linear projection to ``feature_dim`` numbers) trained on the
+  model's own sleep samples, never the data, to minimise held-out regression error;
 - ``vae``, ``sf-vae``, ``sivi``, ``rws``, ``wgan-gp``, ``vae-flow``: :mod:`alws.baselines` with the
   same generator (conv encoders/critic built from the data shape).
 
@@ -24,17 +26,17 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import ConfigError
-from .base import ExperimentConfig
+from .base import KernelConfig
 
 NAME = "images"
 DESCRIPTION = "Experiment VI: image generation (MNIST family, natural patches, CIFAR-10/CelebA from files); FID/KID vs six baselines"
 
 #: Every method, in the order of the table and the grid.
-METHODS = ("alws-projection", "alws-adaptive", "vae", "sf-vae", "sivi", "rws", "wgan-gp", "vae-flow")
+METHODS = ("alws-projection", "alws-learned", "vae", "sf-vae", "sivi", "rws", "wgan-gp", "vae-flow")
 
 
 @dataclass
-class Config(ExperimentConfig):
+class Config(KernelConfig):
     """Default: binarised MNIST, every method for 60 s of wall time (about 10 minutes in all)."""
 
     dataset: str = "binarised-mnist"
@@ -55,8 +57,7 @@ class Config(ExperimentConfig):
     regression: str = "rff"
     n_features: int = 1000
     exponential_family: str = "auto"
-    feature_dim: int = 32
-    adaptive_every: int = 20
+    projection_dim: int = 32
     particles: int = 8
     n_critic: int = 5
     n_eval: int = 1000
@@ -75,7 +76,7 @@ class Config(ExperimentConfig):
             raise ConfigError(f"unknown method(s) {unknown or '(none given)'}; valid: {', '.join(METHODS)}")
         if not self.seconds_per_method > 0:
             raise ConfigError(f"seconds_per_method (the budget) must be > 0, got {self.seconds_per_method}")
-        for key in ("max_steps", "latent_dim", "hidden", "batch_size", "n_features", "feature_dim", "adaptive_every", "particles",
+        for key in ("max_steps", "latent_dim", "hidden", "batch_size", "n_features", "projection_dim", "particles",
                     "n_critic", "feature_epochs", "feature_train_max", "image_size"):
             if getattr(self, key) < 1:
                 raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
@@ -92,15 +93,14 @@ class Config(ExperimentConfig):
 
 
 PRESETS = {
-    "smoke": {"methods": ["alws-projection", "alws-adaptive", "vae"], "seconds_per_method": 5.0, "n_train": 1000, "n_test": 200,
-              "n_sleep": 1000, "n_features": 300, "n_eval": 200, "feature_epochs": 1, "feature_train_max": 1000, "hidden": 64,
-              "adaptive_every": 5},
+    "smoke": {"methods": ["alws-projection", "alws-learned", "vae"], "seconds_per_method": 5.0, "n_train": 1000, "n_test": 200,
+              "n_sleep": 1000, "n_features": 300, "n_eval": 200, "feature_epochs": 1, "feature_train_max": 1000, "hidden": 64},
 }
 
 
 def _train_method(method: str, config: Config, train: torch.Tensor, likelihood: str, ctx) -> tuple:
     from .. import baselines
-    from ..feature_learning import AdaptiveFeatures, RandomProjection
+    from ..features import RandomProjection
     from ..learner import fit
     from ..models import ImageModel
 
@@ -112,21 +112,12 @@ def _train_method(method: str, config: Config, train: torch.Tensor, likelihood: 
                   checkpoint_every=200, progress=ctx.show_progress, steps=config.max_steps, max_seconds=config.seconds_per_method)
     start = time.perf_counter()
     if method.startswith("alws"):
-        dim = math.prod(shape)
         if method == "alws-projection":
-            features = RandomProjection(dim, config.feature_dim, seed=config.seed).to(config.device)
-            callbacks = []
+            kernel = config.kernel_options(RandomProjection(shape, config.projection_dim, seed=config.seed).to(config.device))
         else:
-            features = AdaptiveFeatures(dim, config.feature_dim, seed=config.seed).to(config.device)
-
-            def refresh(step, record, features=features):
-                if step % config.adaptive_every == 1 or config.adaptive_every == 1:
-                    record["feature_error"] = features.update(model, steps=5, n=min(500, config.n_sleep // 2))
-
-            callbacks = [refresh]
-        history = fit(model, train, n_sleep=config.n_sleep, regression=config.regression, n_features=config.n_features, features=features,
-                      exponential_family=config.exponential_family_option(), callbacks=callbacks,
-                      **{**common, "lr": config.alws_lr})
+            kernel = config.kernel_options()
+        history = fit(model, train, n_sleep=config.n_sleep, regression=config.regression, n_features=config.n_features,
+                      exponential_family=config.exponential_family_option(), **kernel, **{**common, "lr": config.alws_lr})
     else:
         options = {"particles": config.particles} if method in ("iwae", "rws", "sivi") else {}
         if method == "wgan-gp":
@@ -188,9 +179,12 @@ def run(config: Config, ctx) -> dict:
             return {"fid": fid(features, test_features), "kid": k_mean, "kid_std": k_std, "train_seconds": seconds, "steps": steps,
                     "examples": samples[:20].tolist()}
 
-        row = ctx.stage(method, compute)
-        grids[method] = torch.tensor(row.pop("examples"))
+        row = dict(ctx.method(method, compute))
         results["methods"][method] = row
+        if row["status"] != "finished":
+            grids[method] = None
+            continue
+        grids[method] = torch.tensor(row.pop("examples"))
         ctx.log.info("%s: FID %.3f KID %.4f (%d steps, %.0f s)", method, row["fid"], row["kid"], row["steps"], row["train_seconds"])
     table = markdown_table(results)
     (ctx.out_dir / "table.md").write_text(table + "\n")
@@ -200,14 +194,18 @@ def run(config: Config, ctx) -> dict:
 
 
 def markdown_table(results: dict) -> str:
-    """``| method | FID | KID x 1e3 | wall time (s) | steps |`` for one dataset."""
+    """``| method | FID | KID (sd) | wall time (s) | steps |`` for one dataset; a method that
+    diverged gets a row saying at which step."""
     d = results["dataset"]
     lines = [f"**{d['name']}** ({d['n_train']} train / {d['n_test']} test, {d['likelihood']} likelihood; features: {results['feature_network']['task']})",
-             "", "| method | FID | KID x 1e3 (sd) | wall time (s) | steps |", "|---|---|---|---|---|"]
+             "", "| method | FID | KID (sd over subsets) | wall time (s) | steps |", "|---|---|---|---|---|"]
     ref = results["data_reference"]
-    lines.append(f"| data (train images) | {ref['fid']:.3f} | {1e3 * ref['kid']:.2f} ({1e3 * ref['kid_std']:.2f}) | - | - |")
+    lines.append(f"| data (train images) | {ref['fid']:.3g} | {ref['kid']:.3g} ({ref['kid_std']:.2g}) | - | - |")
     for method, r in results["methods"].items():
-        lines.append(f"| {method} | {r['fid']:.3f} | {1e3 * r['kid']:.2f} ({1e3 * r['kid_std']:.2f}) | {r['train_seconds']:.0f} | {r['steps']} |")
+        if r.get("status", "finished") != "finished":
+            lines.append(f"| {method} | {r['status']} at step {r.get('step')} | - | {r.get('train_seconds', 0):.0f} | - |")
+            continue
+        lines.append(f"| {method} | {r['fid']:.3g} | {r['kid']:.3g} ({r['kid_std']:.2g}) | {r['train_seconds']:.0f} | {r['steps']} |")
     return "\n".join(lines)
 
 
@@ -222,6 +220,11 @@ def figure(grids: dict, dataset: str, ctx) -> None:
     names = list(grids)
     fig, axes = plt.subplots(1, len(names), figsize=(1.3 * len(names), 6))
     for ax, name in zip(axes if len(names) > 1 else [axes], names):
+        if grids[name] is None:  # the method diverged: say so in its column
+            ax.text(0.5, 0.5, "diverged", ha="center", va="center", fontsize=8, transform=ax.transAxes)
+            ax.set_title(name, fontsize=7)
+            ax.axis("off")
+            continue
         images = grids[name][:20]
         c, h, w = images.shape[1:]
         block = torch.ones(10 * h + 9, 2 * w + 1, c)

@@ -25,7 +25,7 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..model import LatentVariableModel
-from .base import ExperimentConfig
+from .base import KernelConfig, finished
 
 NAME = "pinwheel"
 DESCRIPTION = "Experiment III: mixture of K Gaussians through an MLP on 5-arm pinwheel data; held-out log-likelihood vs SF-VAE"
@@ -189,7 +189,7 @@ def pyro_pair(model: PinwheelMixture, guide_net: PinwheelGuide):
 
 
 @dataclass
-class Config(ExperimentConfig):
+class Config(KernelConfig):
     """Default: 5 arms x 500 points (80% train), K = 10, about 4 minutes per method on 2 cores."""
 
     arms: int = 5
@@ -267,7 +267,7 @@ def run(config: Config, ctx) -> dict:
         start = time.perf_counter()
         checkpoint = ctx.checkpoint("alws")
         history = fit(model, train, steps=config.steps, batch_size=config.batch_size, n_sleep=config.n_sleep, lr=config.lr, seed=config.seed,
-                      regression=config.regression, penalty=parameter_prior(model, train.shape[0], prior), checkpoint=checkpoint,
+                      regression=config.regression, **config.kernel_options(), penalty=parameter_prior(model, train.shape[0], prior), checkpoint=checkpoint,
                       resume=checkpoint.exists(), checkpoint_every=max(1, config.steps // 10), callbacks=[recorder(model, start)],
                       progress=ctx.show_progress)
         return evaluate(model, time.perf_counter() - start, history)
@@ -287,10 +287,10 @@ def run(config: Config, ctx) -> dict:
 
     initial = PinwheelMixture(config.K, config.hidden, seed=config.seed).to(config.device)
     results["initial_test_log_likelihood"] = held_out_log_likelihood(initial, test, config.n_is_samples, seed=config.seed)["mean"]
-    results["methods"]["alws"] = ctx.stage("alws", train_alws)
+    results["methods"]["alws"] = ctx.method("alws", train_alws)
     if config.baseline:
-        results["methods"]["sf-vae"] = ctx.stage("sf-vae", train_sf_vae)
-    for method, row in results["methods"].items():
+        results["methods"]["sf-vae"] = ctx.method("sf-vae", train_sf_vae)
+    for method, row in finished(results["methods"]).items():
         model = PinwheelMixture(config.K, config.hidden)
         model.load_state_dict({k: torch.tensor(v) for k, v in row.pop("state").items()})
         fitted[method] = model
@@ -304,6 +304,9 @@ def report(results: dict) -> str:
              f"{results['initial_test_log_likelihood']:.3f}",
              f"{'method':<8} {'test log-lik':>13} {'(s.e.)':>7} {'train log-lik':>14} {'components':>10} {'steps':>6} {'seconds':>8}"]
     for method, r in results["methods"].items():
+        if method not in finished(results["methods"]):
+            lines.append(f"{method:<8} {r['status']} at step {r.get('step')}: {r.get('error')}")
+            continue
         ll = r["test_log_likelihood"]
         lines.append(f"{method:<8} {ll['mean']:>13.3f} {ll['se']:>7.3f} {r['train_log_likelihood']:>14.3f} {ll['components_used']:>10d} {r['steps']:>6d} {r['train_seconds']:>8.1f}")
     return "\n".join(lines)
@@ -331,7 +334,7 @@ def figures(x: torch.Tensor, models: dict, results: dict, seed: int, ctx) -> Non
     ctx.save_figure(fig, "samples")
 
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    for method, r in results["methods"].items():
+    for method, r in finished(results["methods"]).items():
         ax.plot([c["wall_s"] for c in r["curve"]], [c["test_log_likelihood"] for c in r["curve"]], label=method)
     ax.set(xlabel="wall time (s)", ylabel="held-out log-likelihood (nats/point)", title="pinwheel")
     ax.legend()
