@@ -18,8 +18,10 @@ $(BIN)/alws: pyproject.toml
 
 venv: $(BIN)/alws
 
+# The main job: Experiment I's quick preset (about two minutes on 2 CPU cores, progress lines
+# every few seconds); the full run is `$(BIN)/alws run gradient-estimation`.
 run: $(BIN)/alws
-	$(BIN)/alws run gradient-estimation
+	$(BIN)/alws run gradient-estimation --preset quick
 
 # Debian's dataset-fashion-mnist (60,000 + 10,000 images under /usr/share/datasets) for the
 # image tests and `alws run images --set dataset=fashion-mnist`; needs root and apt-get,

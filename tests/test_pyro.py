@@ -106,3 +106,15 @@ def test_pyro_module_parameters_become_the_models_parameters():
     assert names == ["model_fn.scale_unconstrained"]
     grads = alws.gradient(model, torch.randn(20), n_sleep=50)
     assert set(grads) == set(names)
+
+
+def test_the_param_store_holds_the_learned_values_after_fit():
+    model = from_pyro(mixture)
+    torch.manual_seed(0)
+    data = torch.cat([torch.randn(350) - 2.0, torch.randn(150) + 3.0])
+    alws.fit(model, data, steps=60, n_sleep=300, lr=0.05, seed=0, progress=False)
+    learned = model.constrained()
+    assert torch.allclose(pyro.param("locs").detach(), learned["locs"])
+    assert torch.allclose(pyro.param("weights").detach(), learned["weights"])  # constrained: on the simplex
+    assert abs(float(pyro.param("weights").sum()) - 1.0) < 1e-5
+    assert not torch.allclose(pyro.param("locs").detach(), torch.tensor([-0.5, 0.5]))  # moved from the initial value

@@ -1,4 +1,4 @@
-"""Command line: ``alws list | run | resume | report``."""
+"""Command line: ``alws list | run | resume | report | plot``."""
 from __future__ import annotations
 
 import argparse
@@ -29,6 +29,10 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--no-progress", action="store_true")
     report = sub.add_parser("report", help="print the results table of a finished run")
     report.add_argument("dir", type=Path)
+    report.add_argument("--plot", action="store_true", help="also draw the training curves (as 'alws plot')")
+    plot = sub.add_parser("plot", help="draw the training curves of a run, finished or not (DIR/training_curves.png)")
+    plot.add_argument("dir", type=Path)
+    plot.add_argument("--out", type=Path, help="image file (default: DIR/training_curves.png)")
     return parser
 
 
@@ -73,6 +77,12 @@ def main(argv=None) -> int:
         if args.command == "list":
             _list()
             return 0
+        if args.command == "plot" or (args.command == "report" and args.plot):
+            from .curves import plot_run
+
+            print(f"training curves: {plot_run(args.dir, getattr(args, 'out', None))}")
+            if args.command == "plot":
+                return 0
         if args.command == "report":
             from .experiments.base import read_json
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import time
 import warnings
 from typing import Any, Callable, Iterable
 
@@ -660,6 +661,7 @@ def fit(
     Raises :class:`alws.NonFiniteError` naming the step if a loss or gradient is NaN/inf (the
     parameters keep their last finite values, which are also checkpointed).
     """
+    started = time.perf_counter()  # a time budget covers the set-up too
     check_int("steps", steps, 1)
     check_int("batch_size", batch_size, 1)
     check_int("checkpoint_every", checkpoint_every, 1)
@@ -701,7 +703,7 @@ def fit(
         checkpoint_every=checkpoint_every,
         resume=resume,
         seed=seed,
-        callbacks=with_time_budget(callbacks, max_seconds),
+        callbacks=with_time_budget(callbacks, max_seconds, started),
         progress=progress,
         description=f"alws ({learner.backend}, N={n_sleep})",
     )

@@ -62,17 +62,16 @@ class PyroModel(nn.Module):
                     "data point; make global quantities pyro.param sites (they are learned), or put the site inside the plate"
                 )
             self.latent_sites.append(site_name)
-        store = pyro.get_param_store()
-        constraints = store.get_state()["constraints"]
+        state = pyro.get_param_store().get_state()
         self.param_names, self.constraints = [], {}
         self.unconstrained = nn.ParameterDict()
         for site_name, site in trace.nodes.items():
             if site["type"] == "param" and not isinstance(model_fn, nn.Module):
-                constraint = constraints.get(site_name, torch.distributions.constraints.real)
-                value = transform_to(constraint).inv(store[site_name].detach()).clone()
                 self.param_names.append(site_name)
-                self.constraints[site_name] = constraint
-                self.unconstrained[site_name.replace(".", "__")] = nn.Parameter(value)
+                self.constraints[site_name] = state["constraints"].get(site_name, torch.distributions.constraints.real)
+                # the store's own unconstrained tensor: the Parameter shares its storage, so every
+                # optimiser step shows in pyro.param(name) (constrained), as after SVI
+                self.unconstrained[site_name.replace(".", "__")] = nn.Parameter(state["params"][site_name].detach())
 
     def _dummy(self, n: int) -> torch.Tensor:
         return torch.zeros((n, *self.x_shape), dtype=self.x_dtype)
@@ -92,6 +91,11 @@ class PyroModel(nn.Module):
             f"the observed site {self.obs_site!r} of {name!r} is not inside a vectorised pyro.plate over the data (size {n}); "
             "write `with pyro.plate('data', len(x)): ... pyro.sample(name, dist, obs=x)`"
         )
+
+    def constrained(self) -> dict:
+        """``{param site: value}`` on the constrained scale (what ``pyro.param`` returns)."""
+        with torch.no_grad():
+            return {n: transform_to(self.constraints[n])(self.unconstrained[n.replace(".", "__")]) for n in self.param_names}
 
     def _fn(self):
         values = {n: transform_to(self.constraints[n])(self.unconstrained[n.replace(".", "__")]) for n in self.param_names}
@@ -123,7 +127,10 @@ def from_pyro(model_fn: Callable, x_shape=(), x_dtype=torch.float32, args: tuple
     ``x_shape``: the per-data-point shape of the observation (``()`` for scalars). The model is
     traced once to find its sites: exactly one observed site, inside a vectorised ``pyro.plate``
     over the data whose dimension is the leftmost batch dimension; every latent site inside that
-    plate. ``pyro.param`` sites become the module's parameters (stored unconstrained).
+    plate. ``pyro.param`` sites become the module's parameters, stored unconstrained and sharing
+    storage with Pyro's param store: after :func:`alws.fit`, ``pyro.param(name)`` returns the
+    learned value (constrained), as after ``SVI``. (Moving the module to another device makes
+    copies: read them from ``model.constrained()`` then.)
     """
     return PyroModel(model_fn, x_shape, x_dtype, args, kwargs)
 

@@ -11,6 +11,7 @@ machine.
 """
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import io
 import json
@@ -27,10 +28,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .errors import CheckpointError, NonFiniteError
+from .errors import CheckpointError, ConfigError, NonFiniteError
 
 __all__ = [
     "StopTraining",
+    "Progress",
     "with_time_budget",
     "History",
     "MinibatchSampler",
@@ -47,9 +49,13 @@ __all__ = [
     "make_optimizer",
     "fingerprint",
     "CHECKPOINT_FORMAT",
+    "TENSORBOARD_DIR",
 ]
 
 CHECKPOINT_FORMAT = "alws-checkpoint-v2"
+
+#: Where trainers also write TensorBoard scalars (a run directory's ``tensorboard/``), or ``None``.
+TENSORBOARD_DIR: contextvars.ContextVar = contextvars.ContextVar("alws_tensorboard_dir", default=None)
 
 
 class StopTraining(Exception):
@@ -339,8 +345,7 @@ class Trainer:
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
         self.checkpoint_every, self.resume, self.seed = checkpoint_every, resume, seed
         self.callbacks = list(callbacks)
-        # True: a tqdm bar; False: nothing; None: a bar on a terminal, else a plain line every few seconds
-        self.progress = True if progress is None and sys.stderr.isatty() else progress
+        self.progress = progress  # see Progress
         self.description = description
         self.sampler = MinibatchSampler(data.shape[0], batch_size, 0 if seed is None else seed)
         self.history = History()
@@ -390,6 +395,7 @@ class Trainer:
         """Run until ``steps`` steps are done in total (a resumed run continues its count)."""
         if self.checkpoint is not None:
             remove_stale_temporaries(self.checkpoint)  # left by a write that was killed
+            remove_stale_temporaries(self.checkpoint.with_suffix(".history.jsonl"))
         if self.checkpoint is not None and self.checkpoint.exists():
             if not self.resume:
                 raise CheckpointError(
@@ -405,8 +411,9 @@ class Trainer:
             raise CheckpointError(f"resume=True but checkpoint {self.checkpoint} does not exist")
         elif self.seed is not None:
             seed_everything(self.seed)
-        bar = tqdm(total=steps, initial=self.step, desc=self.description, disable=self.progress is not True, dynamic_ncols=True)
-        lines = _ProgressLines(self.description, steps, self.step) if self.progress is None else None
+        bar = Progress(steps, f"{self.description} steps", self.progress, initial=self.step)
+        stream = self._open_history_stream()
+        board = self._open_tensorboard()
         consistent = True  # false while a step is half done: its state must not be checkpointed
         try:
             while self.step < steps:
@@ -429,13 +436,16 @@ class Trainer:
                     raise failure from error
                 record = {"step": step, **record, "time": time.perf_counter() - start}
                 self.history.append(record)
+                if stream is not None:
+                    stream.write(json.dumps(record, default=float) + "\n")
+                    stream.flush()
+                if board is not None:
+                    for key, value in record.items():
+                        if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "step":
+                            board.add_scalar(key, value, step)
                 self.step = step
                 consistent = True
-                bar.update(1)
-                if "loss" in record:
-                    bar.set_postfix(loss=f"{record['loss']:.4g}", refresh=False)
-                if lines is not None:
-                    lines.update(step, record)
+                bar.update(1, **({"loss": f"{record['loss']:.4g}"} if isinstance(record.get("loss"), float) else {}))
                 stop = False
                 for callback in self.callbacks:
                     try:
@@ -452,43 +462,88 @@ class Trainer:
             raise
         finally:
             bar.close()
+            if stream is not None:
+                stream.close()
+            if board is not None:
+                board.close()
         return self.history
 
+    @property
+    def history_file(self) -> Path | None:
+        """``NAME.history.jsonl`` beside the checkpoint: one JSON line per step, flushed as it
+        is written, so a long run can be watched (``alws plot``) and an interrupted one plotted."""
+        return None if self.checkpoint is None else self.checkpoint.with_suffix(".history.jsonl")
 
-class _ProgressLines:
-    """Progress for output that is not a terminal: a flushed line on stderr every ``every`` seconds
-    (and at the first and last step) instead of a bar's carriage returns."""
+    def _open_history_stream(self):
+        path = self.history_file
+        if path is None:
+            return None
+        # start from the checkpoint's history (lines written after its last save are redone)
+        atomic_write_text(path, "".join(json.dumps(r, default=float) + "\n" for r in self.history))
+        return open(path, "a", buffering=1)
 
-    def __init__(self, description: str, steps: int, done: int, every: float = 5.0):
-        self.description, self.steps, self.every = description, steps, every
-        self.start, self.done_at_start = time.perf_counter(), done
-        self.last = -math.inf
+    def _open_tensorboard(self):
+        root = TENSORBOARD_DIR.get()
+        if root is None:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as error:
+            raise ConfigError("tensorboard=true needs TensorBoard: pip install 'alws[tensorboard]'") from error
+        name = self.checkpoint.stem if self.checkpoint is not None else self.description.split()[0]
+        return SummaryWriter(log_dir=str(Path(root) / name))
 
-    def update(self, step: int, record: dict) -> None:
+
+class Progress:
+    """Progress for any output: a tqdm bar on a terminal, a plain flushed line on stderr every
+    ``every`` seconds (and at the first and last update) when stderr is a pipe or a file, nothing
+    when ``show`` is ``False``. ``show=True`` forces the bar."""
+
+    def __init__(self, total: int, description: str, show: bool | None = None, initial: int = 0, every: float = 5.0):
+        self.total, self.description, self.every = total, description, every
+        self.done = self.start_count = initial
+        self.start, self.last = time.perf_counter(), -math.inf
+        bar = show is True or (show is None and sys.stderr.isatty())
+        self.lines = show is None and not bar
+        self.bar = tqdm(total=total, initial=initial, desc=description, dynamic_ncols=True) if bar else None
+
+    def update(self, n: int = 1, **postfix) -> None:
+        self.done += n
+        if self.bar is not None:
+            self.bar.update(n)
+            if postfix:
+                self.bar.set_postfix(**postfix, refresh=False)
+            return
+        if not self.lines:
+            return
         now = time.perf_counter()
-        if now - self.last < self.every and step not in (self.done_at_start + 1, self.steps):
+        if now - self.last < self.every and self.done not in (self.start_count + n, self.total):
             return
         self.last = now
-        rate = (step - self.done_at_start) / max(now - self.start, 1e-9)
-        left = (self.steps - step) / rate if rate > 0 else math.inf
-        loss = f", loss {record['loss']:.4g}" if isinstance(record.get("loss"), float) else ""
-        eta = f", about {left / 60:.1f} min left at most" if math.isfinite(left) and step < self.steps else ""
-        print(f"{self.description}: step {step}/{self.steps}{loss}, {rate:.2f} steps/s{eta}", file=sys.stderr, flush=True)
+        rate = (self.done - self.start_count) / max(now - self.start, 1e-9)
+        left = (self.total - self.done) / rate if rate > 0 else math.inf
+        extra = "".join(f", {k} {v}" for k, v in postfix.items())
+        eta = f", about {left / 60:.1f} min left at most" if math.isfinite(left) and self.done < self.total else ""
+        print(f"{self.description}: {self.done}/{self.total}{extra}, {rate:.2f}/s{eta}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
-def with_time_budget(callbacks, max_seconds: float | None) -> list:
-    """``callbacks`` plus, if ``max_seconds`` is given, one that stops training after that much time."""
+def with_time_budget(callbacks, max_seconds: float | None, started: float | None = None) -> list:
+    """``callbacks`` plus, if ``max_seconds`` is given, one that stops training once ``max_seconds``
+    have passed since ``started`` (a ``time.perf_counter()`` reading; default: now). Pass the
+    time the method was called, so the budget covers its set-up too. A step in progress is not
+    cut short: the run can end past the budget by up to one step (report the real wall time)."""
     callbacks = list(callbacks)
     if max_seconds is not None:
-        import time
-
         if not max_seconds > 0:
-            raise ValueError(f"max_seconds must be > 0, got {max_seconds}")
-        clock = {"start": None}
+            raise ConfigError(f"max_seconds must be > 0, got {max_seconds}")
+        start = time.perf_counter() if started is None else started
 
         def budget(step, record):
-            clock["start"] = clock["start"] or time.perf_counter() - record["time"]
-            if time.perf_counter() - clock["start"] >= max_seconds:
+            if time.perf_counter() - start >= max_seconds:
                 raise StopTraining
 
         callbacks.append(budget)

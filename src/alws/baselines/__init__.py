@@ -35,6 +35,8 @@ update. ``benchmarks/methods.py`` measures them against ALWS.
 """
 from __future__ import annotations
 
+import time
+
 from typing import Callable, Iterable
 
 import torch
@@ -111,6 +113,7 @@ def fit(
     training once that much wall time has passed (a budget matched to another method's).
     The history's ``loss`` is the negative bound per data point.
     """
+    started = time.perf_counter()  # a time budget covers the set-up too
     check_choice("method", method, METHODS)
     check_int("steps", steps, 1)
     check_int("batch_size", batch_size, 1)
@@ -122,7 +125,7 @@ def fit(
         raise ConfigError(f"insomnia must be in [0, 1], got {insomnia}")
     if method == "wgan-gp":
         return _fit_wgan(model, data, steps, batch_size, critic, n_critic, lr, optimizer, checkpoint, checkpoint_every, resume, seed,
-                         callbacks, progress, clip_grad_norm, max_seconds)
+                         callbacks, progress, clip_grad_norm, (max_seconds, started))
     if encoder is None:
         if method == "sivi":
             base = make_encoder(model, data, encoder_family)
@@ -149,17 +152,17 @@ def fit(
     config = {"method": method, "batch_size": batch_size, "lr": lr, "particles": particles, "insomnia": insomnia, "n_flows": n_flows,
               "train_model": train_model, "seed": seed}
     return _trainer(modules, {"optimizer": opt}, data, batch_size, config, checkpoint, checkpoint_every, resume, seed, callbacks,
-                    max_seconds, progress, method).run(step, steps)
+                    (max_seconds, started), progress, method).run(step, steps)
 
 
-def _trainer(modules, optimizers, data, batch_size, config, checkpoint, checkpoint_every, resume, seed, callbacks, max_seconds,
+def _trainer(modules, optimizers, data, batch_size, config, checkpoint, checkpoint_every, resume, seed, callbacks, budget,
              progress, description) -> Trainer:
     """The shared :class:`Trainer` of every baseline: fingerprint from ``modules`` and ``config``,
-    the wall-time budget added to ``callbacks``."""
+    the wall-time budget ``(max_seconds, started)`` added to ``callbacks``."""
     return Trainer(
         modules=modules, optimizers=optimizers, data=data, batch_size=batch_size, fingerprint=fingerprint(modules, config),
         checkpoint=checkpoint, checkpoint_every=checkpoint_every, resume=resume, seed=seed,
-        callbacks=with_time_budget(callbacks, max_seconds), progress=progress, description=description,
+        callbacks=with_time_budget(callbacks, *budget), progress=progress, description=description,
     )
 
 
@@ -203,7 +206,7 @@ def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor) 
 
 
 def _fit_wgan(model, data, steps, batch_size, critic, n_critic, lr, optimizer, checkpoint, checkpoint_every, resume, seed,
-              callbacks, progress, clip_grad_norm, max_seconds):
+              callbacks, progress, clip_grad_norm, budget):
     if not callable(getattr(model, "rsample", None)):
         raise ModelProtocolError(
             f"method 'wgan-gp' needs {type(model).__name__}.rsample(n): samples x differentiable in the parameters "
@@ -235,7 +238,7 @@ def _fit_wgan(model, data, steps, batch_size, critic, n_critic, lr, optimizer, c
     modules = {"model": model, "critic": critic}
     config = {"method": "wgan-gp", "batch_size": batch_size, "lr": lr, "n_critic": n_critic, "seed": seed}
     trainer = _trainer(modules, {"generator": gen_opt, "critic": critic_opt}, data, batch_size, config, checkpoint, checkpoint_every,
-                       resume, seed, callbacks, max_seconds, progress, "wgan-gp")
+                       resume, seed, callbacks, budget, progress, "wgan-gp")
     sampler_holder["trainer"] = trainer
     return trainer.run(step, steps)
 
@@ -340,6 +343,7 @@ def fit_pyro(
     component and a continuous one). ``modules``: ``name -> nn.Module`` holding every trained
     parameter (checkpointed; both functions must use only these). ``penalty()``: optional scalar
     added to the loss per step (MAP terms per data point)."""
+    started = time.perf_counter()
     check_choice("method", method, ("vae", "iwae", "sf-vae"))
     check_int("steps", steps, 1)
     check_int("batch_size", batch_size, 1)
@@ -350,7 +354,7 @@ def fit_pyro(
     step = _pyro_objective_step(method, pyro_model, guide, particles, opt, clip_grad_norm, penalty)
     config = {"method": method, "batch_size": batch_size, "lr": lr, "particles": particles, "seed": seed}
     return _trainer(modules, {"optimizer": opt}, data, batch_size, config, checkpoint, checkpoint_every, resume, seed, callbacks,
-                    max_seconds, progress, method).run(step, steps)
+                    (max_seconds, started), progress, method).run(step, steps)
 
 
 def _guide(encoder: nn.Module, name: str, score_function: bool = False) -> Callable:

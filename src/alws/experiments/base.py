@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import ConfigError
-from ..training import atomic_write_text, seed_everything
+from ..training import TENSORBOARD_DIR, atomic_write_text, seed_everything
 from .registry import EXPERIMENTS
 
 __all__ = [
@@ -54,6 +54,8 @@ class ExperimentConfig:
 
     seed: int = 0
     device: str = "cpu"
+    #: also write every trainer's per-step scalars as TensorBoard events under ``tensorboard/``
+    tensorboard: bool = False
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` for values out of range (subclasses extend this). The
@@ -61,6 +63,11 @@ class ExperimentConfig:
         experiment that has them."""
         if self.device != "cpu" and not self.device.startswith("cuda"):
             raise ConfigError(f"device must be 'cpu' or 'cuda[:k]', got {self.device!r}")
+        if self.tensorboard:
+            try:
+                import tensorboard  # noqa: F401
+            except ImportError:
+                raise ConfigError("tensorboard=true needs TensorBoard: pip install 'alws[tensorboard]'") from None
         if self.device.startswith("cuda"):
             import torch
 
@@ -450,11 +457,14 @@ def _execute(module, name: str, preset: str, config, out_dir: Path, progress, re
     seed_everything(config.seed)
     ctx = RunContext(out_dir, progress, resume, logger, digest)
     start = time.perf_counter()
+    board = TENSORBOARD_DIR.set(out_dir / "tensorboard" if config.tensorboard else None)
     try:
         results = module.run(config, ctx)
     except KeyboardInterrupt:
         logger.info("interrupted")
         raise Interrupted(out_dir) from None
+    finally:
+        TENSORBOARD_DIR.reset(board)
     results = {
         "experiment": name,
         "preset": preset,

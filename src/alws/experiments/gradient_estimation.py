@@ -15,9 +15,9 @@ import numpy as np
 import torch
 from torch import distributions as D
 from torch import nn
-from tqdm.auto import tqdm
 
 from .. import evaluate
+from ..training import Progress
 from ..errors import ConfigError
 from ..learner import ALWS
 from ..model import LatentVariableModel
@@ -95,6 +95,15 @@ class Config(ExperimentConfig):
 
 
 PRESETS = {
+    # `make run`: the method at work on every setting in about two minutes on 2 CPU cores
+    "quick": {
+        "estimators": ["alws-exact", "alws-rff"],
+        "n_sleep_values": [100, 300, 1000],
+        "repeats": 5,
+        "baselines": ["vae", "iwae", "rws"],
+        "particle_values": [10, 100],
+        "encoder_seconds_max": 3.0,
+    },
     "smoke": {
         "b_values": [[1.0, 0.5]],
         "sigma_x_values": [1.0],
@@ -252,7 +261,7 @@ def run(config: Config, ctx) -> dict:
     settings = [(b, s) for b in config.b_values for s in config.sigma_x_values]
     per_setting = (len(config.estimators) * len(config.n_sleep_values) + len(config.baselines) * len(config.particle_values)) * config.repeats
     total = len(settings) * per_setting
-    bar = tqdm(total=total, desc=NAME, disable=not ctx.show_progress, dynamic_ncols=True)
+    bar = Progress(total, f"{NAME} estimates", ctx.show_progress)
     results = []
     for index, (b, sigma_x) in enumerate(settings):
         key = f"setting-{index}"
@@ -291,32 +300,66 @@ def table_rows(settings: list) -> list:
 
 
 def report(results: dict) -> str:
-    """Text table of the median relative error (and cosine) of each estimator."""
-    lines = [f"{'b':>14} {'sigma_x':>7} {'estimator':<18} {'N/K':>6} {'rel.err':>8} {'IQR':>17} {'cosine':>7} {'s/est':>7}"]
-    for row in results["table"]:
-        b = "(" + ", ".join(f"{v:g}" for v in row["b"]) + ")"
-        lo, hi = row["relative_error_iqr"]
-        lines.append(
-            f"{b:>14} {row['sigma_x']:>7g} {row['estimator']:<18} {row['budget']:>6} {row['relative_error_median']:>8.4f} "
-            f"{'[' + f'{lo:.3f}, {hi:.3f}' + ']':>17} {row['cosine_median']:>7.4f} {row['seconds_mean']:>7.3f}"
-        )
-    return "\n".join(lines)
+    """One compact table per setting: median relative error [interquartile range] of each
+    estimator, by sleep samples N (ALWS) or particles K (baselines)."""
+    blocks = []
+    for s in results["settings"]:
+        b = "(" + ", ".join(f"{v:g}" for v in s["b"]) + ")"
+        for budget, label in (("n_sleep", "N"), ("particles", "K")):
+            rows = {name: est for name, est in s["estimators"].items() if est.get("budget", "n_sleep") == budget}
+            if not rows:
+                continue
+            values = next(iter(rows.values()))[budget]
+            lines = [f"b = {b}, sigma_x = {s['sigma_x']:g}: median relative error [IQR] vs {'sleep samples' if label == 'N' else 'particles'} {label}",
+                     f"{'estimator':<18}" + "".join(f"{label + '=' + str(v):>22}" for v in values)]
+            for name, est in rows.items():
+                e = est["relative_error"]
+                cells = [f"{m:.3f} [{lo:.3f}, {hi:.3f}]" for m, lo, hi in zip(e["median"], e["q25"], e["q75"])]
+                lines.append(f"{name:<18}" + "".join(f"{c:>22}" for c in cells))
+            if label == "K" and "baseline_encoder_budget_seconds" in s:
+                lines.append(f"(encoders trained for {s['baseline_encoder_budget_seconds']:.1f} s each)")
+            blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)
 
 
 def figure(settings: list, ctx) -> None:
+    """Relative error (median, interquartile band): ALWS variants against sleep samples N in the
+    top row, the baselines against particles K in the bottom row, one column per setting, one
+    y-scale for every panel, the legends below the panels."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(2, len(settings), figsize=(4 * len(settings), 6.5), squeeze=False)
-    for j, s in enumerate(settings):
-        for name, est in s["estimators"].items():
-            n = est[est.get("budget", "n_sleep")]
-            for row, metric in enumerate(("relative_error", "cosine")):
-                m = est[metric]
-                (line,) = axes[row, j].plot(n, m["median"], "o-", label=name)
-                axes[row, j].fill_between(n, m["q25"], m["q75"], color=line.get_color(), alpha=0.2)
-        axes[0, j].set(xscale="log", yscale="log", title=f"b={tuple(s['b'])}, $\\sigma_x$={s['sigma_x']:g}", ylabel="relative error")
-        axes[1, j].set(xscale="log", xlabel="sleep samples N (ALWS) / particles (baselines)", ylabel="cosine similarity")
-    axes[0, 0].legend(fontsize=8)
-    fig.suptitle("Experiment I: gradient error vs exact quadrature (median, interquartile band)")
-    fig.tight_layout()
+    kinds = [("n_sleep", "sleep samples N (ALWS)"), ("particles", "particles K (baselines)")]
+    kinds = [k for k in kinds if any(e.get("budget", "n_sleep") == k[0] for s in settings for e in s["estimators"].values())]
+    width = 3.4 * len(settings) + 2.6  # room for the legends on the right
+    fig, axes = plt.subplots(len(kinds), len(settings), figsize=(width, 3.2 * len(kinds) + 0.8), squeeze=False, sharey=True)
+    names = list(dict.fromkeys(n for s in settings for n in s["estimators"]))
+    markers = "osD^vP*X"
+    for row, (budget, xlabel) in enumerate(kinds):
+        for j, s in enumerate(settings):
+            ax = axes[row, j]
+            chosen = {n: e for n, e in s["estimators"].items() if e.get("budget", "n_sleep") == budget}
+            for k, (name, est) in enumerate(chosen.items()):
+                m = est["relative_error"]
+                # a small horizontal offset per series, so that series which coincide stay visible
+                x = [v * 1.06 ** (k - (len(chosen) - 1) / 2) for v in est[budget]]
+                i = names.index(name)
+                ax.plot(x, m["median"], marker=markers[i % len(markers)], ls="-" if k % 2 == 0 else "--", color=f"C{i % 10}",
+                        label=name, ms=5)
+                ax.fill_between(x, m["q25"], m["q75"], color=f"C{i % 10}", alpha=0.15)
+            ax.set(xscale="log", yscale="log", xlabel=xlabel)
+            ticks = next(iter(chosen.values()))[budget] if chosen else []
+            ax.set_xticks(ticks, [str(t) for t in ticks])
+            ax.xaxis.set_minor_locator(plt.NullLocator())
+            if row == 0:
+                ax.set_title(f"b={tuple(s['b'])}, $\\sigma_x$={s['sigma_x']:g}", fontsize=10)
+            if j == 0:
+                ax.set_ylabel("relative error of the gradient")
+    for row in range(len(kinds)):
+        handles, labels = {}, {}
+        for ax in axes[row]:
+            for h, lab in zip(*ax.get_legend_handles_labels()):
+                handles.setdefault(lab, h)
+        axes[row, -1].legend(handles.values(), handles.keys(), fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    fig.suptitle("Experiment I: error of the gradient against exact quadrature (median and interquartile band)")
+    fig.tight_layout(rect=(0, 0, 1 - 2.4 / width, 0.97))
     ctx.save_figure(fig, "gradient_error")

@@ -284,9 +284,11 @@ def report(results: dict) -> str:
     for k in PARAMETERS:
         e0, e1 = results["relative_error"]["initial"][k], results["relative_error"]["learned"][k]
         lines.append(f"{k:<14} {results['true_parameters'][k]:>9.4g} {results['initial_parameters'][k]:>9.4g} {results['learned_parameters'][k]:>9.4g} {e1:>8.3f} ({e0:.3f})")
+    number = lambda v: "-" if v is None else f"{v:.3g}"  # noqa: E731
     for who in ("data", "learned", "initial"):
         s = results["spikes"][who]
-        lines.append(f"spikes {who:<8}: count {s['spike_count']}, first spike {s['first_spike_ms']} ms, ISI {s['isi_ms']} ms")
+        lines.append(f"spikes {who:<8}: count {number(s['spike_count'])}, first spike {number(s['first_spike_ms'])} ms, "
+                     f"ISI {number(s['isi_ms'])} ms")
     return "\n".join(lines)
 
 
@@ -304,8 +306,9 @@ def figures(config, data, simulated, trajectory, ctx) -> None:
     fig, axes = plt.subplots(2, 5, figsize=(15, 5.5))
     steps = [row["step"] for row in trajectory]
     for ax, k in zip(axes.flat, PARAMETERS):
-        ax.plot(steps, [row[k] for row in trajectory])
-        ax.axhline(TRUTH[k], color="k", ls="--", lw=1)
+        ax.plot(steps, [row[k] for row in trajectory], label="learned")
+        ax.axhline(TRUTH[k], color="k", ls="--", lw=1, label="truth")
         ax.set(title=k, xlabel="step")
+    axes.flat[0].legend(fontsize=8)
     fig.tight_layout()
     ctx.save_figure(fig, "parameters")

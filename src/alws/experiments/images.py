@@ -67,10 +67,15 @@ class Config(KernelConfig):
 
     def validate(self):
         super().validate()
-        from ..data import DATASETS
+        from ..data import DATASETS, check_available
+        from ..errors import DataError
 
         if self.dataset not in DATASETS:
             raise ConfigError(f"unknown dataset {self.dataset!r}; valid: {', '.join(DATASETS)}")
+        try:
+            check_available(self.dataset, self.data_path)
+        except DataError as error:
+            raise ConfigError(str(error)) from None
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown or not self.methods:
             raise ConfigError(f"unknown method(s) {unknown or '(none given)'}; valid: {', '.join(METHODS)}")
