@@ -106,3 +106,18 @@ def test_non_positive_definite_kernel_reports_condition_number():
 def test_auto_backend_uses_exact_for_small_and_rff_for_large_n():
     assert regression.choose_backend(1000) == "exact"
     assert regression.choose_backend(50_000) == "rff"
+
+
+def test_small_factorisations_run_on_one_thread_and_restore_the_count():
+    from alws.linalg import SINGLE_THREAD_BELOW, threads_for
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with threads_for(SINGLE_THREAD_BELOW["cholesky"] - 1, "cholesky"):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with threads_for(SINGLE_THREAD_BELOW["cholesky"], "cholesky"):
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

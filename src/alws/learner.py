@@ -86,7 +86,7 @@ class ALWS:
             (default): whenever the map has trainable parameters. ``True`` requires them.
         kernel_every, kernel_steps, kernel_samples, kernel_lr, kernel_warmup: the schedule: every
             ``kernel_every`` steps, ``kernel_steps`` Adam steps at learning rate ``kernel_lr``, each
-            on ``2 * kernel_samples`` fresh sleep samples (default ``min(500, max(50, n_sleep / 2))``);
+            on ``2 * kernel_samples`` fresh sleep samples (default ``min(200, max(50, n_sleep / 2))``);
             ``kernel_warmup`` Adam steps at the first.
         kernel_objective: learning targets: ``"targets"`` (the exponential-family targets when the
             model has the hooks, else ``log p(z, x)``) or ``"directional"`` (their derivatives
@@ -160,7 +160,7 @@ class ALWS:
         check_int("kernel_every (steps between kernel-learning updates)", kernel_every, 1)
         check_int("kernel_steps (Adam steps per kernel-learning update)", kernel_steps, 1)
         if kernel_samples is None:
-            kernel_samples = min(500, max(50, n_sleep // 2))
+            kernel_samples = min(200, max(50, n_sleep // 2))
         check_int("kernel_samples (sleep samples per half of a kernel-learning batch)", kernel_samples, 2)
         check_int("kernel_warmup", kernel_warmup, 0)
         check_positive("kernel_lr", kernel_lr)

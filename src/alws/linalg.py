@@ -1,11 +1,34 @@
 """Cholesky factorisation with jitter-and-retry, failing loudly with the condition number."""
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 from .errors import NotPositiveDefiniteError
 
-__all__ = ["cholesky_with_jitter", "cholesky_and_jitter"]
+__all__ = ["cholesky_with_jitter", "cholesky_and_jitter", "threads_for", "SINGLE_THREAD_BELOW"]
+
+#: Matrix sizes below which a factorisation runs on one thread (measured by
+#: ``benchmarks/threads.py``: on a busy 2-core machine a 500 x 500 Cholesky took 1.2 ms on one
+#: thread and 12.9 ms on two; see docs/results.md for the quiet machine).
+SINGLE_THREAD_BELOW = {"cholesky": 1000, "eigh": 300}
+
+
+@contextlib.contextmanager
+def threads_for(n: int, op: str):
+    """Run the block on one thread when an ``n x n`` ``op`` (``"cholesky"``, ``"eigh"``) is small
+    enough that waiting for other threads costs more than it saves (see
+    :data:`SINGLE_THREAD_BELOW`); otherwise leave torch's thread count alone."""
+    if n >= SINGLE_THREAD_BELOW.get(op, 0) or torch.get_num_threads() == 1:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 #: Jitter tried in turn, relative to the mean of the diagonal.
 JITTERS = (0.0, 1e-10, 1e-8, 1e-6, 1e-4)
@@ -23,10 +46,11 @@ def cholesky_and_jitter(a: torch.Tensor, what: str = "kernel matrix") -> tuple[t
     if not torch.isfinite(a).all():
         raise NotPositiveDefiniteError(f"{what} ({a.shape[0]}x{a.shape[1]}) contains NaN or infinite entries")
     eye = torch.eye(a.shape[0], dtype=a.dtype, device=a.device)
-    for jitter in JITTERS:
-        chol, info = torch.linalg.cholesky_ex(a + (jitter * scale) * eye if jitter else a)
-        if int(info) == 0:
-            return chol, jitter * scale
+    with threads_for(a.shape[0] if a.device.type == "cpu" else 10**9, "cholesky"):
+        for jitter in JITTERS:
+            chol, info = torch.linalg.cholesky_ex(a + (jitter * scale) * eye if jitter else a)
+            if int(info) == 0:
+                return chol, jitter * scale
     eig = torch.linalg.eigvalsh(a)
     lo, hi = float(eig[0]), float(eig[-1])
     cond = abs(hi / lo) if lo != 0 else float("inf")

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .kernels import Kernel, NystromFeatures, RandomFourierFeatures
-from .linalg import cholesky_and_jitter
+from .linalg import cholesky_and_jitter, threads_for
 
 __all__ = [
     "KernelRidge",
@@ -237,7 +237,8 @@ def loo_errors(x: torch.Tensor, y: torch.Tensor, kernel: Kernel, bandwidths, rid
     flat = y.reshape(n, -1)
     flat = flat - flat.mean(0, keepdim=True) if center else flat
     for i, bandwidth in enumerate(bandwidths):
-        s, u = torch.linalg.eigh(kernel(x, x, bandwidth))
+        with threads_for(n if x.device.type == "cpu" else 10**9, "eigh"):
+            s, u = torch.linalg.eigh(kernel(x, x, bandwidth))
         s = s.clamp_min(0.0)
         uy = u.T @ flat  # [n, k q]
         u2 = u * u
