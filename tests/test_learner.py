@@ -154,3 +154,20 @@ def test_feature_networks_map_sleep_and_wake_points_with_the_same_function(linea
     assert features.training  # the caller's mode is restored
     with pytest.raises(alws.ModelProtocolError, match="Sequential in training mode depends on the batch"):
         ALWS(model, n_sleep=50, features=features)  # kernel learning would run it in training mode
+
+
+def test_nonnegative_weights_are_a_renormalised_cut_of_the_kernel_ridge_weights(linear_gaussian_data):
+    _, data, model = linear_gaussian_data
+    torch.manual_seed(0)
+    krr = ALWS(model, n_sleep=200, regression="exact", bandwidth=0.3, ridge=1e-6)
+    z, x, phi_wake, record = krr.prepare(data[:20])
+    raw = krr.wake_weights(phi_wake, record)
+    assert (raw < 0).any() and record["negative_weight"] > 0  # a sharp kernel, a small ridge: some weights negative
+    cut = ALWS(model, n_sleep=200, regression="exact", bandwidth=0.3, ridge=1e-6, weights="nonnegative")
+    cut.regressor = krr.regressor  # the same fitted regression
+    a = cut.wake_weights(phi_wake)
+    assert (a >= 0).all() and torch.allclose(a.sum(0), torch.ones(20, dtype=a.dtype))
+    expected = raw.clamp_min(0) / raw.clamp_min(0).sum(0, keepdim=True)
+    assert torch.allclose(a, expected)
+    with pytest.raises(alws.ConfigError, match="unknown weights 'positive'"):
+        ALWS(model, n_sleep=50, weights="positive")

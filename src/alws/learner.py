@@ -110,6 +110,12 @@ class ALWS:
             regressions of ``eta`` and ``Phi`` amplify errors by ``1/sigma^2``. With a learned
             kernel ``"auto"`` takes the fast path whenever the model has the hooks.
         center: regress ``Y - mean(Y)`` and add the mean back (weights sum to one).
+        weights: ``"krr"`` (default): the kernel ridge weights ``A`` as they are; ``"nonnegative"``:
+            each wake point's weights with the negative entries cut and renormalised, a smoother
+            that cannot violate Jensen's inequality. Kernel ridge weights are partly negative, and
+            on the fast path with a learned noise scale (a Normal likelihood) they can make the
+            implied posterior expectation of ``|x - mu(z)|^2`` too small, so that sigma collapses
+            (noisy ICA: sigma 0.0009 for a truth of 0.1); cut weights overestimate it instead.
         chunk_size: rows per chunk when accumulating random-feature sums.
     """
 
@@ -139,6 +145,7 @@ class ALWS:
         n_features: int = 1000,
         exponential_family: bool | str = "auto",
         center: bool = True,
+        weights: str = "krr",
         chunk_size: int = 4096,
     ):
         check_int("n_sleep", n_sleep, 2)
@@ -167,6 +174,8 @@ class ALWS:
         check_choice("learn_kernel", learn_kernel, ["auto", True, False])
         check_choice("kernel_objective", kernel_objective, ["targets", "directional"])
         check_choice("kernel_hyperparameters", kernel_hyperparameters, ["selection", "learned"])
+        check_choice("weights", weights, ["krr", "nonnegative"])
+        self.weight_mode = weights
         if exponential_family not in ("auto", True, False):
             raise ValueError(f"exponential_family must be 'auto', True or False, got {exponential_family!r}")
         self.model, self.n_sleep = model, n_sleep
@@ -246,6 +255,7 @@ class ALWS:
             "n_features": getattr(self.regressor, "n_features", None),
             "exponential_family": self.ef_setting if self.ef is not None else False,
             "center": self.center,
+            "weights": self.weight_mode,
         }
 
     def state_dict(self) -> dict:
@@ -498,7 +508,10 @@ class ALWS:
         z, x_sleep, phi_wake, record = self.prepare(x_wake)
         with torch.no_grad():
             r = self.statistics(x_wake) / x_wake.shape[0]
-            w = self.regressor.weights(phi_wake, r)
+            if self.weight_mode == "krr":
+                w = self.regressor.weights(phi_wake, r)
+            else:
+                w = self.wake_weights(phi_wake, record) @ r
         t = self.targets(z, x_sleep)
         loss = -(t * w.to(t.dtype)).sum()
         a = w[:, 0]
@@ -506,6 +519,22 @@ class ALWS:
         record["ess"] = float(a.abs().sum() ** 2 / (a * a).sum().clamp_min(1e-300))
         self._warn_if_out_of_reach(record["ess"], phi_wake)
         return loss, record
+
+    def wake_weights(self, phi_wake: torch.Tensor, record: dict | None = None) -> torch.Tensor:
+        """``A [N, B]``: each wake point's weights over the sleep samples (columns sum to one with
+        ``center=True``). With ``weights="nonnegative"`` the negative entries of the kernel ridge
+        weights are cut and each column renormalised; ``record`` gets the share of weight mass
+        that was negative, ``negative_weight``."""
+        eye = torch.eye(phi_wake.shape[0], dtype=torch.float64, device=phi_wake.device)
+        a = self.regressor.weights(phi_wake, eye)
+        if record is not None:
+            record["negative_weight"] = float(a.clamp_max(0).abs().sum() / a.abs().sum().clamp_min(1e-300))
+        if self.weight_mode == "nonnegative":
+            a = a.clamp_min(0.0)
+            total = a.sum(0, keepdim=True)
+            # a wake point with no positive weight at all (beyond the kernel's reach) gets uniform weights
+            a = torch.where(total > 0, a / total.clamp_min(1e-300), torch.full_like(a, 1.0 / a.shape[0]))
+        return a
 
     def _warn_if_out_of_reach(self, ess: float, phi_wake: torch.Tensor) -> None:
         """Warn (once) when every wake weight is the same: no data point is within the kernel's
@@ -525,8 +554,7 @@ class ALWS:
         ``({name: [B, *param.shape]}, record)``."""
         z, x_sleep, phi_wake, record = self.prepare(x_wake)
         with torch.no_grad():
-            eye = torch.eye(x_wake.shape[0], dtype=torch.float64, device=phi_wake.device)
-            a = self.regressor.weights(phi_wake, eye)  # [N, B]
+            a = self.wake_weights(phi_wake, record)  # [N, B]
             w = a.T[:, :, None] * self.statistics(x_wake)[:, None, :]  # [B, N, q]
         t = self.targets(z, x_sleep)
         named = _trainable(self.model)

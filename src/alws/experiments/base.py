@@ -93,7 +93,8 @@ class KernelConfig(ExperimentConfig):
     ``features``: ``"auto"`` (a learned linear projection for high-dimensional ``x``), ``"none"``
     (the fixed kernel on raw ``x``), or a feature map by name (``linear``, ``mlp``, ``conv``,
     ``random-projection``); ``learn_kernel``: ``"auto"`` / ``"true"`` / ``"false"``; the
-    ``kernel_*`` fields set the kernel-learning schedule.
+    ``kernel_*`` fields set the kernel-learning schedule; ``weights``: ``"krr"`` or
+    ``"nonnegative"`` (see :class:`alws.ALWS`).
     """
 
     features: str = "auto"
@@ -105,6 +106,7 @@ class KernelConfig(ExperimentConfig):
     kernel_samples: int | None = None
     kernel_lr: float = 0.01
     kernel_hyperparameters: str = "selection"
+    weights: str = "krr"
 
     #: feature names an experiment accepts beyond the library's (e.g. its own hand-made features)
     extra_features = ()
@@ -123,6 +125,8 @@ class KernelConfig(ExperimentConfig):
             raise ConfigError(str(error)) from None
         if self.learn_kernel not in ("auto", "true", "false"):
             raise ConfigError(f"learn_kernel must be 'auto', 'true' or 'false', got {self.learn_kernel!r}")
+        if self.weights not in ("krr", "nonnegative"):
+            raise ConfigError(f"weights must be 'krr' or 'nonnegative', got {self.weights!r}")
         if self.kernel_hyperparameters not in ("selection", "learned"):
             raise ConfigError(f"kernel_hyperparameters must be 'selection' or 'learned', got {self.kernel_hyperparameters!r}")
         for key in ("feature_dim", "kernel_every", "kernel_steps"):
@@ -146,6 +150,7 @@ class KernelConfig(ExperimentConfig):
             "kernel_samples": self.kernel_samples,
             "kernel_lr": self.kernel_lr,
             "kernel_hyperparameters": self.kernel_hyperparameters,
+            "weights": self.weights,
         }
 
 
