@@ -64,10 +64,10 @@ class ExperimentConfig:
         if self.device != "cpu" and not self.device.startswith("cuda"):
             raise ConfigError(f"device must be 'cpu' or 'cuda[:k]', got {self.device!r}")
         if self.tensorboard:
-            try:
-                import tensorboard  # noqa: F401
-            except ImportError:
-                raise ConfigError("tensorboard=true needs TensorBoard: pip install 'alws[tensorboard]'") from None
+            import importlib.util
+
+            if importlib.util.find_spec("tensorboard") is None:
+                raise ConfigError("tensorboard=true needs TensorBoard: pip install 'alws[tensorboard]'")
         if self.device.startswith("cuda"):
             import torch
 

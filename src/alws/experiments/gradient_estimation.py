@@ -355,7 +355,7 @@ def figure(settings: list, ctx) -> None:
             if j == 0:
                 ax.set_ylabel("relative error of the gradient")
     for row in range(len(kinds)):
-        handles, labels = {}, {}
+        handles = {}
         for ax in axes[row]:
             for h, lab in zip(*ax.get_legend_handles_labels()):
                 handles.setdefault(lab, h)

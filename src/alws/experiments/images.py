@@ -19,7 +19,6 @@ size. Outputs: ``results.json``, ``table.md`` and ``samples.png`` (real | each m
 """
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 
