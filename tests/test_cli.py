@@ -190,3 +190,8 @@ def test_tensorboard_scalars_when_tensorboard_is_installed(tmp_path):
     assert main(["run", "pinwheel", "--preset", "smoke", "--set", "baseline=false", "--set", "tensorboard=true", "--out", str(out),
                  "--no-progress"]) == 0
     assert list((out / "tensorboard" / "alws").glob("events.out.tfevents.*"))
+
+
+def test_nan_in_a_setting_is_refused(capsys, tmp_path):
+    assert main([*SMOKE, "--set", "sigma_x_values=[NaN]", "--out", str(tmp_path / "r")]) == 2
+    assert "sigma_x_values must be positive" in capsys.readouterr().err

@@ -121,3 +121,19 @@ def test_small_factorisations_run_on_one_thread_and_restore_the_count():
             assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_random_features_resume_with_the_same_frequencies_on_another_device():
+    from alws.kernels import GaussianKernel
+    from alws.regression import RandomFeatureRidge
+
+    torch.manual_seed(0)
+    x = torch.randn(50, 3, dtype=torch.float64)
+    first = RandomFeatureRidge(GaussianKernel(), n_features=20)
+    first.fit(x, 1.0, 1e-3)
+    again = RandomFeatureRidge(GaussianKernel(), n_features=20)
+    again.load_state_dict(first.state_dict())  # a checkpoint is loaded on the CPU
+    loaded = again.rff
+    assert torch.equal(loaded.base, first.rff.base)
+    again._features(torch.empty(4, 3, dtype=torch.float64, device="meta"), 1.0)  # next step on another device
+    assert again.rff is loaded and again.rff.base.device.type == "meta"  # moved there, not drawn anew

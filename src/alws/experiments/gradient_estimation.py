@@ -8,6 +8,7 @@ of sleep samples ``N`` grows.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -71,9 +72,9 @@ class Config(ExperimentConfig):
 
     def validate(self):
         super().validate()
-        if not self.b_values or any(len(b) != 2 for b in self.b_values):
+        if not self.b_values or any(len(b) != 2 or not all(math.isfinite(v) for v in b) for b in self.b_values):
             raise ConfigError(f"b_values must be a non-empty list of 2-vectors, got {self.b_values!r}")
-        if not self.sigma_x_values or any(s <= 0 for s in self.sigma_x_values):
+        if not self.sigma_x_values or any(not (math.isfinite(s) and s > 0) for s in self.sigma_x_values):
             raise ConfigError(f"sigma_x_values must be positive, got {self.sigma_x_values!r}")
         if not self.n_sleep_values or any(n < 2 for n in self.n_sleep_values):
             raise ConfigError(f"n_sleep_values must be integers >= 2, got {self.n_sleep_values!r}")
@@ -228,12 +229,19 @@ def run_baselines(config: Config, model, x, exact, index: int, budget: float, ba
     """Encoders trained for at most ``budget`` seconds each; per-point gradients vs particles."""
     from .. import baselines as methods
 
+    from ..errors import NonFiniteError
+
     out = {}
     for name in config.baselines:
         torch.manual_seed(config.seed * 1000 + index)
         encoder = methods.make_encoder(model, x).to(torch.float64)
-        history = methods.fit(name, model, x, steps=config.encoder_steps, batch_size=x.shape[0], lr=3e-3, seed=config.seed,
-                              encoder=encoder, train_model=False, max_seconds=budget, progress=False)
+        try:
+            history = methods.fit(name, model, x, steps=config.encoder_steps, batch_size=x.shape[0], lr=3e-3, seed=config.seed,
+                                  encoder=encoder, train_model=False, max_seconds=budget, progress=False)
+        except NonFiniteError as error:  # recorded; the other estimators go on
+            out[name] = {"budget": "particles", "status": "diverged", "step": getattr(error, "step", None), "error": str(error)}
+            bar.update(len(config.particle_values) * config.repeats)
+            continue
         errors = np.zeros((len(config.particle_values), config.repeats))
         cosines, seconds = np.zeros_like(errors), np.zeros_like(errors)
         for i, particles in enumerate(config.particle_values):
@@ -282,6 +290,8 @@ def table_rows(settings: list) -> list:
     rows = []
     for s in settings:
         for name, est in s["estimators"].items():
+            if est.get("status") == "diverged":
+                continue
             budgets = est[est.get("budget", "n_sleep")]
             for i, budget in enumerate(budgets):
                 rows.append(
@@ -307,6 +317,8 @@ def report(results: dict) -> str:
         b = "(" + ", ".join(f"{v:g}" for v in s["b"]) + ")"
         for budget, label in (("n_sleep", "N"), ("particles", "K")):
             rows = {name: est for name, est in s["estimators"].items() if est.get("budget", "n_sleep") == budget}
+            failed = [name for name, est in rows.items() if est.get("status") == "diverged"]
+            rows = {name: est for name, est in rows.items() if name not in failed}
             if not rows:
                 continue
             values = next(iter(rows.values()))[budget]
@@ -316,6 +328,7 @@ def report(results: dict) -> str:
                 e = est["relative_error"]
                 cells = [f"{m:.3f} [{lo:.3f}, {hi:.3f}]" for m, lo, hi in zip(e["median"], e["q25"], e["q75"])]
                 lines.append(f"{name:<18}" + "".join(f"{c:>22}" for c in cells))
+            lines += [f"{name:<18} diverged while training its encoder" for name in failed]
             if label == "K" and "baseline_encoder_budget_seconds" in s:
                 lines.append(f"(encoders trained for {s['baseline_encoder_budget_seconds']:.1f} s each)")
             blocks.append("\n".join(lines))
@@ -337,7 +350,7 @@ def figure(settings: list, ctx) -> None:
     for row, (budget, xlabel) in enumerate(kinds):
         for j, s in enumerate(settings):
             ax = axes[row, j]
-            chosen = {n: e for n, e in s["estimators"].items() if e.get("budget", "n_sleep") == budget}
+            chosen = {n: e for n, e in s["estimators"].items() if e.get("budget", "n_sleep") == budget and e.get("status") != "diverged"}
             for k, (name, est) in enumerate(chosen.items()):
                 m = est["relative_error"]
                 # a small horizontal offset per series, so that series which coincide stay visible
