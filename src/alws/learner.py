@@ -2,7 +2,9 @@
 
 One step at parameters theta reads top to bottom:
 
-1. **sleep**: draw ``(z_n, x_n) ~ p_theta``, ``n = 1..N``, without gradients;
+1. **sleep**: draw ``(z_n, x_n) ~ p_theta``, ``n = 1..N``, without gradients; when a learned
+   kernel is due, one update of its feature map on other, fresh sleep samples
+   (:mod:`alws.kernel_learning`);
 2. **weights**: kernel ridge regression from sleep ``x`` to sleep targets is linear in the
    targets, so its prediction at the wake minibatch is ``sum_n W_n . T_n(theta)`` with weights
    ``W = A R [N, q]`` computed once, under ``torch.no_grad``, by a float64 solve;
@@ -17,7 +19,8 @@ only, so the likelihood's noise drops out of the regression and the variance fal
 Cost per step: ``N`` samples, one ``log_joint`` (or likelihood) forward and backward over ``N``
 samples, plus the regression (``O(N^3)`` exact, ``O(N M^2)`` with ``M`` random/Nystrom features).
 Hyper-parameters (bandwidth, ridge) are chosen by leave-one-out error on at most ``select_max``
-sleep samples every ``select_every`` steps.
+sleep samples every ``select_every`` steps. A learned kernel adds one Adam step on
+``2 * kernel_samples`` fresh samples per ``kernel_every`` steps (``benchmarks/kernel_learning.py``).
 """
 from __future__ import annotations
 
