@@ -200,10 +200,10 @@ def test_an_update_that_overflows_is_undone_and_stops_training(tmp_path):
     before = {k: p.detach().clone() for k, p in model.named_parameters()}
 
     def huge(params):
-        return torch.optim.SGD(params, lr=1e37)
+        return torch.optim.SGD(params, lr=1e38)  # |lr * gradient| > 3.4e38 (float32) for the bias
 
     with pytest.raises(NonFiniteError, match="update made a parameter non-finite"):
-        alws.fit(model, torch.randn(100, 3) * 1e3, steps=3, n_sleep=50, progress=False, optimizer=huge)
+        alws.fit(model, torch.randn(100, 3) + 5.0, steps=3, n_sleep=50, progress=False, optimizer=huge)
     for k, p in model.named_parameters():
         assert torch.equal(p, before[k])
 

@@ -72,10 +72,14 @@ def test_kernel_learning_lowers_the_held_out_error_on_fresh_samples(channels):
     features.initialised.fill_(True)
     fresh = learner.kernel_targets(400)
     before = float(learning.objective(*fresh).detach())
-    learning.update(learner.kernel_targets, steps=60)
+    learning.update(learner.kernel_targets, steps=150)
     after = float(learning.objective(*fresh).detach())
-    # Measured: 1.06 -> 0.46 (a random projection of 32 channels, 30 of them noise).
-    assert after < 0.6 * before, (before, after)
+    # Measured (seeds 0-4 of this set-up): 1.02-1.14 -> 0.067-0.085; the projection's weight on the
+    # two informative channels grows from a random share to 0.90-0.96. (After 60 steps two of the
+    # five seeds had not yet left the noise directions: 1.00.)
+    assert after < 0.3 * before, (before, after)
+    weight = features.weight.detach()
+    assert weight[:, :2].norm() > 0.7 * weight.norm()
     assert learning.updates == 1 and math.isfinite(learning.error)
 
 

@@ -89,7 +89,7 @@ class ALWS:
             (default): whenever the map has trainable parameters. ``True`` requires them.
         kernel_every, kernel_steps, kernel_samples, kernel_lr, kernel_warmup: the schedule: every
             ``kernel_every`` steps, ``kernel_steps`` Adam steps at learning rate ``kernel_lr``, each
-            on ``2 * kernel_samples`` fresh sleep samples (default ``min(200, max(50, n_sleep / 2))``);
+            on ``2 * kernel_samples`` fresh sleep samples (default ``min(200, max(50, n_sleep / 4))``);
             ``kernel_warmup`` Adam steps at the first.
         kernel_objective: learning targets: ``"targets"`` (the exponential-family targets when the
             model has the hooks, else ``log p(z, x)``) or ``"directional"`` (their derivatives
@@ -132,7 +132,7 @@ class ALWS:
         features: Any = "auto",
         feature_dim: int = AUTO_FEATURES_DIM,
         learn_kernel: bool | str = "auto",
-        kernel_every: int = 1,
+        kernel_every: int = 2,
         kernel_steps: int = 1,
         kernel_samples: int | None = None,
         kernel_lr: float = 1e-2,
@@ -170,7 +170,7 @@ class ALWS:
         check_int("kernel_every (steps between kernel-learning updates)", kernel_every, 1)
         check_int("kernel_steps (Adam steps per kernel-learning update)", kernel_steps, 1)
         if kernel_samples is None:
-            kernel_samples = min(200, max(50, n_sleep // 2))
+            kernel_samples = min(200, max(50, n_sleep // 4))
         check_int("kernel_samples (sleep samples per half of a kernel-learning batch)", kernel_samples, 2)
         check_int("kernel_warmup", kernel_warmup, 0)
         check_positive("kernel_lr", kernel_lr)
@@ -203,6 +203,7 @@ class ALWS:
         self._warned_out_of_reach = False
         self.selection: Selection | None = None
         self.calls = 0
+        self._median_at = (-1, math.nan)  # (kernel updates, median distance of the features then)
 
     def _resolve_features(self, features, dim: int, device):
         """The feature map for ``features`` (see the class docstring), checked on a few samples."""
@@ -271,6 +272,7 @@ class ALWS:
             # a feature map trained or initialised during the run resumes with it
             "features": self.features.state_dict() if isinstance(self.features, nn.Module) else None,
             "kernel_learning": None if self.kernel_learning is None else self.kernel_learning.state_dict(),
+            "median_at": list(self._median_at),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -284,6 +286,7 @@ class ALWS:
             self.features.load_state_dict(state["features"])
         if state.get("kernel_learning") is not None and self.kernel_learning is not None:
             self.kernel_learning.load_state_dict(state["kernel_learning"])
+        self._median_at = tuple(state.get("median_at", (-1, math.nan)))
 
     # -- the pieces ----------------------------------------------------------------------------
     def sleep(self, n: int | None = None):
@@ -435,8 +438,9 @@ class ALWS:
         return None
 
     def _median(self, phi_sleep: torch.Tensor, phi_wake: torch.Tensor) -> float:
-        """Median distance among (at most ``select_max``) sleep and a quarter as many wake features."""
-        n = min(self.select_max, phi_sleep.shape[0])
+        """Median distance among (at most ``select_max``) sleep and a quarter as many wake features
+        (at most 200 sleep features with a learned kernel, whose median is taken after every update)."""
+        n = min(self.select_max, phi_sleep.shape[0], 200 if self.kernel_learning is not None else phi_sleep.shape[0])
         return median_heuristic(torch.cat([phi_sleep[:n], phi_wake[: max(1, n // 4)]], 0))
 
     def _learned_ridge(self) -> float:
@@ -483,8 +487,11 @@ class ALWS:
         sel = self.selection
         bandwidth, ridge = sel.bandwidth, sel.ridge
         if self.kernel_learning is not None and not selected:
-            # the features moved since the selection: keep the bandwidth's ratio to their median distance
-            median = self._median(phi_sleep, phi_wake)
+            # the features moved since the selection: keep the bandwidth's ratio to their median
+            # distance (recomputed once per kernel update: the features change only then)
+            if self._median_at[0] != self.kernel_learning.updates:
+                self._median_at = (self.kernel_learning.updates, self._median(phi_sleep, phi_wake))
+            median = self._median_at[1]
             if self.kernel_hyperparameters == "learned":
                 bandwidth, ridge = median * self.kernel_learning.bandwidth_multiplier, self._learned_ridge()
             elif self.fixed_bandwidth is None:

@@ -9,10 +9,13 @@ from .errors import NotPositiveDefiniteError
 
 __all__ = ["cholesky_with_jitter", "cholesky_and_jitter", "threads_for", "SINGLE_THREAD_BELOW"]
 
-#: Matrix sizes below which a factorisation runs on one thread (measured by
-#: ``benchmarks/threads.py``: on a busy 2-core machine a 500 x 500 Cholesky took 1.2 ms on one
-#: thread and 12.9 ms on two; see docs/results.md for the quiet machine).
-SINGLE_THREAD_BELOW = {"cholesky": 1000, "eigh": 300}
+#: Matrix sizes below which a factorisation runs on one thread, measured by
+#: ``benchmarks/threads.py`` on a 2-core machine. Quiet, two threads are 1.2-2x faster from
+#: n = 300 up (Cholesky 1000: 7.7 ms on one thread, 4.6 ms on two); with both cores busy, two
+#: threads wait for each other: eigh 200 took 2.4 ms on one thread and 1,675 ms on two, Cholesky
+#: 1000 8 ms and 28 ms. The leave-one-out selection's eigendecompositions (at most ``select_max``
+#: = 500 points) therefore always run on one thread, and so do Cholesky factors up to 1500 rows.
+SINGLE_THREAD_BELOW = {"cholesky": 1500, "eigh": 1001}
 
 
 @contextlib.contextmanager

@@ -74,12 +74,19 @@ class ExponentialFamilyTerms:
             s = self.model.sufficient_stats(x)
         else:
             if self._family is None:
-                with torch.no_grad():
+                with torch.no_grad(), _own_random_state(self.model):
                     z, _ = self.model.sample(1)
                     self._family = self.model.likelihood(z)
             s = families.sufficient_statistics(self._family, x)
         s = s.reshape(x.shape[0], -1)
         return torch.cat([torch.ones_like(s[:, :1]), s], 1)
+
+
+def _own_random_state(model: nn.Module):
+    """A context in which sampling does not advance the global random state (probing a model's
+    family must not change the samples a seeded run draws next, nor an exact resume)."""
+    devices = sorted({p.device.index or 0 for p in model.parameters() if p.device.type == "cuda"})
+    return torch.random.fork_rng(devices=devices)
 
 
 def exponential_family(model: nn.Module) -> ExponentialFamilyTerms | None:
@@ -94,7 +101,7 @@ def exponential_family(model: nn.Module) -> ExponentialFamilyTerms | None:
     if terms.explicit:
         return terms
     if callable(getattr(model, "likelihood", None)):
-        with torch.no_grad():
+        with torch.no_grad(), _own_random_state(model):
             z, _ = model.sample(1)
             if families.is_supported(model.likelihood(z)):
                 return terms

@@ -101,7 +101,7 @@ class KernelConfig(ExperimentConfig):
     feature_dim: int = 16
     kernel: str = "gaussian"
     learn_kernel: str = "auto"
-    kernel_every: int = 1
+    kernel_every: int = 2
     kernel_steps: int = 1
     kernel_samples: int | None = None
     kernel_lr: float = 0.01

@@ -189,6 +189,9 @@ class Config(TrainingConfig):
     current_noise: float = 0.5
     bin_steps: int = 20
     exponential_family: str = "true"
+    # the kernel-learning schedule the measurements in docs/results.md ran with
+    kernel_every: int = 1
+    kernel_samples: int | None = 100
 
     def validate(self):
         super().validate()

@@ -57,6 +57,7 @@ class Config(KernelConfig):
     n_features: int = 1000
     exponential_family: str = "auto"
     projection_dim: int = 32
+    kernel_every: int = 1  # the schedule of the measurements in docs/results.md
     particles: int = 8
     n_critic: int = 5
     n_eval: int = 1000
