@@ -14,8 +14,11 @@ __all__ = ["cholesky_with_jitter", "cholesky_and_jitter", "threads_for", "SINGLE
 #: n = 300 up (Cholesky 1000: 7.7 ms on one thread, 4.6 ms on two); with both cores busy, two
 #: threads wait for each other: eigh 200 took 2.4 ms on one thread and 1,675 ms on two, Cholesky
 #: 1000 8 ms and 28 ms. The leave-one-out selection's eigendecompositions (at most ``select_max``
-#: = 500 points) therefore always run on one thread, and so do Cholesky factors up to 1500 rows.
-SINGLE_THREAD_BELOW = {"cholesky": 1500, "eigh": 1001}
+#: = 500 points) therefore always run on one thread, and so do Cholesky factors below 1000 rows;
+#: from 1000 rows (the default N) a quiet machine's second core pays (an ALWS step at N = 1000:
+#: 21 ms with two threads, 29 ms with one), and a busy machine is better served by
+#: ``OMP_NUM_THREADS=1`` for the whole run (README, Threads).
+SINGLE_THREAD_BELOW = {"cholesky": 1000, "eigh": 1001}
 
 
 @contextlib.contextmanager
