@@ -195,3 +195,49 @@ def test_tensorboard_scalars_when_tensorboard_is_installed(tmp_path):
 def test_nan_in_a_setting_is_refused(capsys, tmp_path):
     assert main([*SMOKE, "--set", "sigma_x_values=[NaN]", "--out", str(tmp_path / "r")]) == 2
     assert "sigma_x_values must be positive" in capsys.readouterr().err
+
+
+def _comparable(results):
+    """``results`` without what depends on the clock (wall times, durations)."""
+    if isinstance(results, dict):
+        return {k: _comparable(v) for k, v in results.items() if not any(w in k for w in ("seconds", "wall", "time"))}
+    if isinstance(results, list):
+        return [_comparable(v) for v in results]
+    return results
+
+
+@pytest.mark.parametrize("argv", [
+    # two stages (settings), each one deterministic computation
+    ["gradient-estimation", "--preset", "smoke", "--set", "sigma_x_values=[1.0,0.4]", "--set", "baselines=[]",
+     "--set", 'estimators=["alws-exact","alws-rff"]'],
+    # one training stage checkpointed every 6 steps
+    ["gabor-ring", "--preset", "smoke", "--set", "baseline=false"],
+])
+def test_killed_at_random_moments_and_resumed_a_run_gives_the_uninterrupted_results(tmp_path, argv):
+    import os
+    import random
+    import signal
+    import time
+
+    command = [sys.executable, "-m", "alws", "run", *argv, "--seed", "3", "--no-progress"]
+    start = time.perf_counter()
+    subprocess.run([*command, "--out", str(tmp_path / "whole")], capture_output=True, check=True)
+    duration = time.perf_counter() - start
+    seed = int.from_bytes(os.urandom(4), "little")
+    kills = sorted(random.Random(seed).uniform(0.3, 0.9) * duration for _ in range(3))
+    out = tmp_path / "killed"
+    for delay in kills:
+        resuming = (out / "config.json").exists()
+        process = subprocess.Popen([sys.executable, "-m", "alws", "resume", str(out), "--no-progress"] if resuming
+                                   else [*command, "--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay)
+        if process.poll() is None:
+            os.kill(process.pid, signal.SIGKILL)
+        process.wait()
+    if (out / "config.json").exists():
+        subprocess.run([sys.executable, "-m", "alws", "resume", str(out), "--no-progress"], capture_output=True, check=True)
+    else:
+        subprocess.run([*command, "--out", str(out)], capture_output=True, check=True)
+    whole = json.loads((tmp_path / "whole" / "results.json").read_text())
+    killed = json.loads((out / "results.json").read_text())
+    assert _comparable(killed) == _comparable(whole), f"kill times {kills} (random seed {seed})"

@@ -96,14 +96,14 @@ class Config(ExperimentConfig):
 
 
 PRESETS = {
-    # `make run`: the method at work on every setting in about two minutes on 2 CPU cores
+    # `make run`: the method at work on every setting in about one minute on 2 CPU cores
     "quick": {
         "estimators": ["alws-exact", "alws-rff"],
-        "n_sleep_values": [100, 300, 1000],
-        "repeats": 5,
+        "n_sleep_values": [100, 300, 1000, 3000],
+        "repeats": 10,
         "baselines": ["vae", "iwae", "rws"],
-        "particle_values": [10, 100],
-        "encoder_seconds_max": 3.0,
+        "particle_values": [10, 100, 1000],
+        "encoder_seconds_max": 5.0,
     },
     "smoke": {
         "b_values": [[1.0, 0.5]],
