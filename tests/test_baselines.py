@@ -144,7 +144,7 @@ def pyro_rws_gradients(model, encoder, x, particles):
     """Gradients of Pyro's ReweightedWakeSleep on the minibatch x, with the given particles."""
     import pyro
 
-    from alws.pyro import _to_event, as_pyro_distribution, to_pyro
+    from alws.pyro_programs import as_pyro_distribution, to_event, to_pyro
 
     pyro.clear_param_store()
     params = list(model.parameters()) + list(encoder.parameters())
@@ -154,7 +154,7 @@ def pyro_rws_gradients(model, encoder, x, particles):
     def guide(xx):
         pyro.module("encoder", encoder)
         with pyro.plate("data", xx.shape[0]):
-            pyro.sample("z", FixedDraws(_to_event(as_pyro_distribution(encoder(xx))), particles))
+            pyro.sample("z", FixedDraws(to_event(as_pyro_distribution(encoder(xx))), particles))
 
     rws = pyro.infer.ReweightedWakeSleep(num_particles=particles.shape[0], vectorize_particles=True, max_plate_nesting=1)
     rws.loss_and_grads(to_pyro(model, "model"), guide, x)

@@ -215,3 +215,26 @@ def test_files_are_written_with_the_usual_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert (tmp_path / "results.json").stat().st_mode & 0o777 == 0o644 & ~umask
+
+
+def test_a_checkpoint_of_the_previous_layout_is_refused_with_an_explanation(tmp_path):
+    model = LinearGaussian(3, 1)
+    alws.training.save_checkpoint({"format": "alws-checkpoint-v2", "fingerprint": {}, "step": 3}, tmp_path / "ckpt.pt")
+    with pytest.raises(CheckpointError, match="earlier alws"):
+        alws.fit(model, torch.randn(20, 3), steps=5, n_sleep=50, progress=False, checkpoint=tmp_path / "ckpt.pt", resume=True)
+
+
+def test_any_objective_trains_on_the_one_loop_with_the_same_options(tmp_path):
+    from alws.baselines import make_objective
+    from alws.objective import TrainOptions
+
+    torch.manual_seed(0)
+    data = torch.randn(60, 3)
+    options = TrainOptions(steps=4, batch_size=20, seed=0, progress=False, checkpoint=tmp_path / "rws.pt")
+    history = alws.fit(make_objective("rws", LinearGaussian(3, 1), particles=4), data, options)
+    assert len(history) == 4 and all(math.isfinite(r["loss"]) for r in history)
+    # training keywords and options= together are ambiguous; an objective takes no ALWS options
+    with pytest.raises(alws.ConfigError, match="not both"):
+        alws.fit(LinearGaussian(3, 1), data, options, steps=3)
+    with pytest.raises(alws.ConfigError, match="n_sleep"):
+        alws.fit(make_objective("vae", LinearGaussian(3, 1)), data, n_sleep=10)

@@ -116,5 +116,5 @@ def test_the_param_store_holds_the_learned_values_after_fit():
     learned = model.constrained()
     assert torch.allclose(pyro.param("locs").detach(), learned["locs"])
     assert torch.allclose(pyro.param("weights").detach(), learned["weights"])  # constrained: on the simplex
-    assert abs(float(pyro.param("weights").sum()) - 1.0) < 1e-5
+    assert abs(float(pyro.param("weights").detach().sum()) - 1.0) < 1e-5
     assert not torch.allclose(pyro.param("locs").detach(), torch.tensor([-0.5, 0.5]))  # moved from the initial value

@@ -1,7 +1,9 @@
 """alws: maximum-likelihood learning of latent-variable models by amortised learning with wake-sleep.
 
 A model needs only ``sample(n) -> (z, x)`` and a differentiable ``log_joint(z, x)``; see
-:mod:`alws.model`. Train with :func:`alws.fit`, estimate gradients with :func:`alws.gradient`.
+:mod:`alws.model`. Train with :func:`alws.fit`, estimate gradients with :func:`alws.gradient`; every method (ALWS
+and each baseline) is an :class:`alws.Objective` trained by the same loop with the same
+:class:`alws.TrainOptions`.
 
 Names are imported on first use (PEP 562), so ``alws --help`` and ``alws list`` start without
 loading torch.
@@ -31,11 +33,13 @@ _LAZY = {
     "LatentVariableModel": "model",
     "History": "training",
     "StopTraining": "training",
+    "Objective": "objective",
+    "TrainOptions": "objective",
 }
 #: Submodules reachable as attributes (``alws.kernels``, ...).
 _SUBMODULES = {
     "baselines", "data", "evaluate", "experiments", "families", "features", "kernel_learning", "kernels", "learner", "linalg",
-    "model", "models", "pyro", "regression", "sample_quality", "training", "validation",
+    "model", "models", "objective", "pyro", "pyro_programs", "regression", "sample_quality", "seeding", "training", "validation",
 }
 
 __all__ = [
@@ -46,6 +50,8 @@ __all__ = [
     "LatentVariableModel",
     "History",
     "StopTraining",
+    "Objective",
+    "TrainOptions",
     "ALWSError",
     "CheckpointError",
     "ConfigError",

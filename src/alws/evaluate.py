@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .model import trainable_parameters
+from .seeding import seeded
 from .validation import check_data, check_int
 
 __all__ = [
@@ -89,7 +91,7 @@ def quadrature_log_marginal(
 def exact_gradient(model: nn.Module, x: torch.Tensor, dim: int, n_nodes: int = 64, reduce: str = "mean", **kwargs) -> dict:
     """Gradient of ``mean_b log p(x_b)`` (``reduce="mean"``) or of each ``log p(x_b)``
     (``reduce="none"``, shapes ``[B, *param.shape]``) by quadrature; keys as ``named_parameters``."""
-    named = [(k, p) for k, p in model.named_parameters() if p.requires_grad]
+    named = trainable_parameters(model)
     params = [p for _, p in named]
     logp = quadrature_log_marginal(model, x, dim, n_nodes, **kwargs)
     if reduce == "mean":
@@ -147,9 +149,6 @@ class LogLikelihood:
     per_point: torch.Tensor
     mc_se: torch.Tensor
     ess: torch.Tensor
-
-    def as_dict(self) -> dict:
-        return {"mean": self.mean, "se": self.se, "mc_se_max": float(self.mc_se.max()), "ess_min": float(self.ess.min())}
 
 
 def _summarise(log_w: torch.Tensor) -> LogLikelihood:
@@ -216,12 +215,9 @@ def ais_log_likelihood(
     x = check_data(x)
     if not callable(getattr(model, "log_prior", None)):
         raise TypeError(f"{type(model).__name__} has no log_prior(z); AIS starts from the prior")
-    generator_state = torch.get_rng_state()
-    if seed is not None:
-        torch.manual_seed(seed)
     betas = torch.linspace(0, 1, n_temperatures + 1, dtype=torch.float64)
     rows = []
-    with torch.no_grad():
+    with seeded(seed), torch.no_grad():
         for b in range(x.shape[0]):
             xs = x[b : b + 1].expand(n_chains, *x.shape[1:])
             z, _ = model.sample(n_chains)
@@ -246,8 +242,6 @@ def ais_log_likelihood(
                     log_lik = torch.where(accept, p_lik, log_lik)
                     scale = scale * torch.where(mask, 1.1, 0.9)  # per-chain adaptation
             rows.append(log_w)
-    if seed is not None:
-        torch.set_rng_state(generator_state)
     return _summarise(torch.stack(rows))
 
 

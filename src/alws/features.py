@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from .errors import ModelProtocolError
+from .seeding import seeded
 
 __all__ = [
     "FeatureMap",
@@ -87,8 +88,9 @@ class FeatureMap(nn.Module):
 
 
 class LinearProjection(FeatureMap):
-    """``phi(x) = P (x - mean) / scale``, ``P [dim, D]`` learned; starts at the leading principal
-    directions of the sleep samples (``dim`` is capped at ``D``).
+    """``phi(x) = P (x - mean) / scale``, ``P [dim, D]`` learned; starts at the reduced-rank
+    regression of the targets on the sleep samples (see :meth:`initialise`; ``dim`` is capped at
+    ``D``).
 
     ``P`` is stored as ``weight / sqrt(D)`` with entries of ``weight`` of order one, so that an
     optimiser step of a given size changes every projection by a similar fraction whatever ``D``
@@ -215,8 +217,7 @@ def make_features(name: str, x_shape, dim: int = 16, seed: int = 0) -> FeatureMa
     """
     if name not in FEATURES:
         raise ValueError(f"unknown features {name!r}; valid: auto, none, {', '.join(FEATURES)}, or an nn.Module / callable")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         if name == "random-projection":
             return RandomProjection(x_shape, dim, seed=seed)
         return FEATURES[name](x_shape, dim)

@@ -25,6 +25,7 @@ sleep samples every ``select_every`` steps. A learned kernel adds one Adam step 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
 import warnings
@@ -37,12 +38,14 @@ from .errors import ConfigError, NonFiniteError
 from .features import check_features, describe_features, make_features
 from .kernel_learning import KernelLearning
 from .kernels import make_kernel, median_heuristic
-from .model import check_model, exponential_family
+from .model import check_model, exponential_family, trainable_parameters
+from .objective import Objective, TrainOptions, train
 from .regression import BACKENDS, check_exact_memory, choose_backend, make_regressor, select_hyperparameters, Selection
-from .training import History, Trainer, fingerprint, guarded_step, make_optimizer, with_time_budget
+from .seeding import seeded
+from .training import History, guarded_step
 from .validation import check_choice, check_data, check_int, check_positive, tree_map
 
-__all__ = ["ALWS", "gradient", "fit", "DEFAULT_BANDWIDTH_GRID", "DEFAULT_RIDGE_GRID", "AUTO_FEATURES_MIN_DIM", "AUTO_FEATURES_DIM"]
+__all__ = ["ALWS", "ALWSObjective", "gradient", "fit", "DEFAULT_BANDWIDTH_GRID", "DEFAULT_RIDGE_GRID", "AUTO_FEATURES_MIN_DIM", "AUTO_FEATURES_DIM"]
 
 #: Multipliers of the median-heuristic bandwidth tried by leave-one-out selection.
 DEFAULT_BANDWIDTH_GRID = (0.25, 0.5, 1.0, 2.0)
@@ -52,10 +55,6 @@ DEFAULT_RIDGE_GRID = (1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 AUTO_FEATURES_MIN_DIM = 12
 #: ... to this many features.
 AUTO_FEATURES_DIM = 16
-
-
-def _trainable(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
-    return [(name, p) for name, p in model.named_parameters() if p.requires_grad]
 
 
 class ALWS:
@@ -330,7 +329,7 @@ class ALWS:
 
     def _directional(self, t: torch.Tensor, n_directions: int) -> torch.Tensor:
         """``[n, n_directions, q]``: ``v . grad_theta t_nj`` for random directions ``v`` (double backward)."""
-        params = [p for _, p in _trainable(self.model)]
+        params = [p for _, p in trainable_parameters(self.model)]
         u = torch.zeros_like(t, requires_grad=True)
         g = [gi for gi in torch.autograd.grad(t, params, u, create_graph=True, allow_unused=True) if gi is not None]
         cols = []
@@ -418,12 +417,12 @@ class ALWS:
                 best = (use_ef, sel)
         self.exponential_family_path = best[0]
         sel = best[1]
-        sel.multiplier = sel.bandwidth / median
+        scale = 1.0
         if self.fixed_ridge is None and not learned and n < phi_sleep.shape[0]:
             # The subsample chose the absolute ridge n * lambda; keep it for all N samples, so
             # lambda shrinks as N grows (a lambda tuned on n points over-smooths at N > n).
-            sel.ridge *= n / phi_sleep.shape[0]
-        return sel
+            scale = n / phi_sleep.shape[0]
+        return dataclasses.replace(sel, ridge=sel.ridge * scale, ridge_scale=scale, multiplier=sel.bandwidth / median)
 
     def _forced_path(self) -> bool | None:
         """The path when it is not chosen by leave-one-out error: ``True`` (exponential family),
@@ -567,7 +566,7 @@ class ALWS:
             a = self.wake_weights(phi_wake, record)  # [N, B]
             w = a.T[:, :, None] * self.statistics(x_wake)[:, None, :]  # [B, N, q]
         t = self.targets(z, x_sleep)
-        named = _trainable(self.model)
+        named = trainable_parameters(self.model)
         params = [p for _, p in named]
         w = w.to(t.dtype)
         try:
@@ -637,11 +636,8 @@ def gradient(
     info = check_model(model, x)
     x = check_data(x, info.x_shape, dtype=info.x_dtype).to(device=info.device)
     learner = ALWS(model, n_sleep=n_sleep, regression=regression, **options)
-    named = _trainable(model)
-    devices = [info.device] if info.device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices, enabled=seed is not None):
-        if seed is not None:
-            torch.manual_seed(seed)
+    named = trainable_parameters(model)
+    with seeded(seed):
         if reduce == "none":
             return learner.per_point_gradients(x)[0]
         loss, _ = learner.loss(x)
@@ -649,48 +645,70 @@ def gradient(
     return _named_gradients(named, [None if g is None else -g for g in grads])
 
 
-def fit(
-    model: nn.Module,
-    data,
-    *,
-    steps: int = 1000,
-    batch_size: int = 100,
-    n_sleep: int = 1000,
-    lr: float = 1e-3,
-    optimizer: Any = "adam",
-    checkpoint=None,
-    checkpoint_every: int = 100,
-    resume: bool = False,
-    seed: int | None = None,
-    callbacks: Iterable[Callable] = (),
-    progress: bool | None = None,
-    clip_grad_norm: float | None = None,
-    penalty: Callable[[nn.Module], torch.Tensor] | None = None,
-    max_seconds: float | None = None,
-    **options,
-) -> History:
-    """Train ``model`` in place by maximum likelihood with ALWS gradients.
+class ALWSObjective(Objective):
+    """Maximum likelihood for ``model`` with ALWS gradients, as an :class:`~alws.objective.Objective`.
+
+    Each step's loss is :meth:`ALWS.loss` on the minibatch (plus ``penalty(model)`` when given);
+    the :class:`ALWS` learner (selection, kernel learning) is checkpointed with the model.
+    ``**options`` go to :class:`ALWS`.
+    """
+
+    name = "alws"
+
+    def __init__(self, model: nn.Module, n_sleep: int = 1000, penalty: Callable[[nn.Module], torch.Tensor] | None = None, **options):
+        self.model, self.penalty = model, penalty
+        self.n_sleep, self.options = n_sleep, options
+        self.learner: ALWS | None = None
+
+    def prepare(self, data) -> torch.Tensor:
+        info = check_model(self.model, data)
+        data = check_data(data, info.x_shape, dtype=info.x_dtype).to(device=info.device)
+        self.learner = ALWS(self.model, n_sleep=self.n_sleep, **self.options)
+        self.name = f"alws ({self.learner.backend}, N={self.n_sleep})"
+        return data
+
+    def modules(self) -> dict:
+        return {"model": self.model}
+
+    def parameters(self) -> list:
+        return [p for _, p in trainable_parameters(self.model)]
+
+    def stateful(self) -> dict:
+        return {"learner": self.learner}
+
+    def describe(self) -> dict:
+        return {**self.learner.describe(), "penalty": None if self.penalty is None else getattr(self.penalty, "__qualname__", repr(self.penalty))}
+
+    def step(self, batch: torch.Tensor, context) -> dict:
+        loss, record = self.learner.loss(batch)
+        if self.penalty is not None:
+            extra = self.penalty(self.model)
+            record["penalty"] = float(extra.detach())
+            loss = loss + extra
+        record["grad_norm"] = guarded_step(loss, self.optimizer, self.clip_grad_norm)
+        return record
+
+
+def fit(model: nn.Module | Objective, data, options: TrainOptions | None = None, **keywords) -> History:
+    """Train ``model`` in place by maximum likelihood with ALWS gradients; or train any
+    :class:`~alws.objective.Objective` (a baseline's, or your own) on the same loop.
 
     Args:
-        model: a model following the protocol (see :mod:`alws.model`).
+        model: a model following the protocol (see :mod:`alws.model`), or an ``Objective``.
         data: ``[M, *x_shape]`` tensor or array; moved to the model's device.
-        steps: total optimiser steps (a resumed run continues up to this count).
-        batch_size: wake minibatch size ``B``.
-        n_sleep: sleep samples ``N`` per step.
-        lr, optimizer: learning rate and ``"adam"`` / ``"adamw"`` / ``"sgd"`` / ``params -> Optimizer``.
-        checkpoint: file path for atomic checkpoints every ``checkpoint_every`` steps.
-        resume: continue from ``checkpoint`` exactly where it stopped.
-        seed: seeds every generator at the start (recommended for reproducibility).
-        callbacks: ``cb(step, record)`` after each step; raise :class:`alws.StopTraining` to stop.
-        progress: a tqdm bar (True), nothing (False), or by default a bar on a terminal and a plain
-            line every few seconds otherwise.
-        clip_grad_norm: optional gradient-norm clipping.
-        penalty: optional ``penalty(model) -> scalar`` added to the loss each step, e.g. minus a
-            log prior over the parameters divided by the number of data points (MAP terms).
-        max_seconds: stop once this much wall time has passed (a budget matched to another
-            method's); ``steps`` still caps the run.
-        **options: passed to :class:`ALWS` (``regression``, ``kernel``, ``features``,
-            ``bandwidth``, ``ridge``, ``select_every``, ``exponential_family``, ...).
+        options: a :class:`~alws.objective.TrainOptions`; or give its fields as keywords:
+            ``steps`` (1000), ``batch_size`` (wake minibatch ``B``, 100), ``lr`` (1e-3),
+            ``optimizer`` (``"adam"`` / ``"adamw"`` / ``"sgd"`` / ``params -> Optimizer``),
+            ``checkpoint`` (file for atomic checkpoints every ``checkpoint_every`` = 100 steps),
+            ``resume`` (continue from ``checkpoint`` exactly), ``seed`` (seeds every generator at
+            the start), ``callbacks`` (``cb(step, record)``; raise :class:`alws.StopTraining` to
+            stop), ``progress`` (bar / nothing / by default a bar on a terminal and plain lines
+            otherwise), ``clip_grad_norm``, ``max_seconds`` (a wall-time budget from this call).
+        **keywords: the rest go to :class:`ALWSObjective`: ``n_sleep`` (sleep samples ``N`` per
+            step, 1000), ``penalty`` (``penalty(model) -> scalar`` added to the loss, e.g. minus
+            a log prior over the parameters divided by the number of data points) and the options
+            of :class:`ALWS` (``regression``, ``kernel``, ``features``, ``bandwidth``, ``ridge``,
+            ``select_every``, ``exponential_family``, ...).
 
     Returns the :class:`alws.History` of per-step records: ``loss`` (the surrogate loss),
     ``loo_error``, ``bandwidth``, ``ridge``, ``ess`` (effective number of sleep samples),
@@ -700,49 +718,9 @@ def fit(
     parameters keep their last finite values, which are also checkpointed).
     """
     started = time.perf_counter()  # a time budget covers the set-up too
-    check_int("steps", steps, 1)
-    check_int("batch_size", batch_size, 1)
-    check_int("checkpoint_every", checkpoint_every, 1)
-    check_positive("lr", lr)
-    info = check_model(model, data)
-    data = check_data(data, info.x_shape, dtype=info.x_dtype).to(device=info.device)
-    learner = ALWS(model, n_sleep=n_sleep, **options)
-    opt = make_optimizer(optimizer, [p for _, p in _trainable(model)], lr)
-
-    def step(batch, index):
-        loss, record = learner.loss(batch)
-        if penalty is not None:
-            extra = penalty(model)
-            record["penalty"] = float(extra.detach())
-            loss = loss + extra
-        record["grad_norm"] = guarded_step(loss, opt, clip_grad_norm)
-        return record
-
-    run_fingerprint = fingerprint(
-        {"model": model},
-        {
-            **learner.describe(),
-            "batch_size": batch_size,
-            "lr": lr,
-            "optimizer": optimizer if isinstance(optimizer, str) else getattr(optimizer, "__qualname__", repr(optimizer)),
-            "seed": seed,
-            "clip_grad_norm": clip_grad_norm,
-            "penalty": None if penalty is None else getattr(penalty, "__qualname__", repr(penalty)),
-        },
-    )
-    trainer = Trainer(
-        modules={"model": model},
-        optimizers={"optimizer": opt},
-        stateful={"learner": learner},
-        data=data,
-        batch_size=batch_size,
-        fingerprint=run_fingerprint,
-        checkpoint=checkpoint,
-        checkpoint_every=checkpoint_every,
-        resume=resume,
-        seed=seed,
-        callbacks=with_time_budget(callbacks, max_seconds, started),
-        progress=progress,
-        description=f"alws ({learner.backend}, N={n_sleep})",
-    )
-    return trainer.run(step, steps)
+    options, rest = TrainOptions.split(options, keywords)
+    if isinstance(model, Objective):
+        if rest:
+            raise ConfigError(f"{', '.join(rest)}: not training options; an Objective takes its own options when it is built")
+        return train(model, data, options, started)
+    return train(ALWSObjective(model, **rest), data, options, started)

@@ -31,7 +31,7 @@ from . import families
 from .errors import ModelProtocolError
 from .validation import check_data, leading_size, tree_leaves
 
-__all__ = ["LatentVariableModel", "ModelInfo", "check_model", "exponential_family", "ExponentialFamilyTerms"]
+__all__ = ["LatentVariableModel", "ModelInfo", "check_model", "exponential_family", "ExponentialFamilyTerms", "trainable_parameters"]
 
 
 class LatentVariableModel(nn.Module):
@@ -118,7 +118,9 @@ class ModelInfo:
     exponential_family: bool
 
 
-def _parameters(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
+def trainable_parameters(model: nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """``(name, parameter)`` for every parameter of ``model`` that requires a gradient, in
+    ``named_parameters()`` order: what every trainer optimises and every gradient is keyed by."""
     return [(name, p) for name, p in model.named_parameters() if p.requires_grad]
 
 
@@ -137,7 +139,7 @@ def check_model(model: Any, x: Any = None, n: int = 4) -> ModelInfo:
     for method in ("sample", "log_joint"):
         if not callable(getattr(model, method, None)):
             raise ModelProtocolError(f"{name} has no method {method}(); the protocol needs sample(n) and log_joint(z, x)")
-    params = _parameters(model)
+    params = trainable_parameters(model)
     if not params:
         raise ModelProtocolError(f"{name} has no trainable parameters (requires_grad=True); nothing to learn")
     with torch.no_grad():

@@ -251,9 +251,15 @@ def loo_errors(x: torch.Tensor, y: torch.Tensor, kernel: Kernel, bandwidths, rid
     return out
 
 
-@dataclass
+@dataclass(frozen=True)
 class Selection:
-    """Chosen hyper-parameters and their LOO error (relative, see :func:`loo_errors`)."""
+    """Chosen hyper-parameters and their LOO error (relative, see :func:`loo_errors`).
+
+    ``grid`` holds every ``(bandwidth, ridge)`` tried on the ``n_used`` samples and its error;
+    ``ridge`` is the one to use on all ``N`` sleep samples: the grid's winner times
+    ``ridge_scale`` (``n_used / N`` when a subsample chose it, so that the absolute ridge
+    ``n lambda`` is kept). Immutable: the learner derives a new one with :func:`dataclasses.replace`.
+    """
 
     bandwidth: float
     ridge: float
@@ -262,6 +268,8 @@ class Selection:
     grid: dict = field(default_factory=dict)
     #: the bandwidth over the median distance it was chosen at (set by the learner)
     multiplier: float = math.nan
+    #: ``ridge`` over the grid's winning ridge
+    ridge_scale: float = 1.0
 
 
 def select_hyperparameters(x, y, kernel, bandwidths, ridges, center=True, statistics=None) -> Selection:

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from .errors import DataError
+from .seeding import seeded
 from .training import atomic_save
 
 __all__ = ["frechet_distance", "fid", "kid", "FeatureNet", "feature_network", "default_cache_dir"]
@@ -128,8 +129,14 @@ def feature_network(images: torch.Tensor, labels: torch.Tensor | None, key: str,
             net.load_state_dict(saved["state"])
             return net.eval(), {**saved["info"], "path": str(path), "cached": True}
     generator = torch.Generator().manual_seed(seed)
-    torch_state = torch.get_rng_state()
-    torch.manual_seed(seed)
+    with seeded(seed):
+        info = _train_feature_net(net, images, labels, epochs, generator, key, progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_save({"settings": settings, "state": net.state_dict(), "info": info}, path)
+    return net.eval(), {**info, "path": str(path), "cached": False}
+
+
+def _train_feature_net(net, images, labels, epochs: int, generator: torch.Generator, key: str, progress: bool) -> dict:
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     n = images.shape[0]
     correct = total = 0
@@ -154,8 +161,4 @@ def feature_network(images: torch.Tensor, labels: torch.Tensor | None, key: str,
             if epoch == epochs - 1:
                 correct += int((logits.argmax(1) == y).sum())
                 total += len(y)
-    torch.set_rng_state(torch_state)
-    info = {"task": "rotation" if labels is None else "labels", "train_accuracy_last_epoch": correct / max(total, 1), "epochs": epochs}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_save({"settings": settings, "state": net.state_dict(), "info": info}, path)
-    return net.eval(), {**info, "path": str(path), "cached": False}
+    return {"task": "rotation" if labels is None else "labels", "train_accuracy_last_epoch": correct / max(total, 1), "epochs": epochs}

@@ -52,7 +52,9 @@ __all__ = [
     "TENSORBOARD_DIR",
 ]
 
-CHECKPOINT_FORMAT = "alws-checkpoint-v2"
+CHECKPOINT_FORMAT = "alws-checkpoint-v3"
+#: Formats of earlier alws versions, refused with an explanation.
+OLDER_CHECKPOINT_FORMATS = ("alws-checkpoint-v2",)
 
 #: Where trainers also write TensorBoard scalars (a run directory's ``tensorboard/``), or ``None``.
 TENSORBOARD_DIR: contextvars.ContextVar = contextvars.ContextVar("alws_tensorboard_dir", default=None)
@@ -67,9 +69,6 @@ class History(list):
 
     def column(self, key: str) -> list:
         return [record.get(key) for record in self]
-
-    def to_json(self, path: str | os.PathLike) -> None:
-        atomic_write_text(path, json.dumps(list(self), indent=1, default=float))
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes, mode: int = 0o644) -> None:
@@ -373,6 +372,10 @@ class Trainer:
     def load(self) -> None:
         path = self.checkpoint
         state = load_checkpoint(path)
+        if state.get("format") in OLDER_CHECKPOINT_FORMATS:
+            raise CheckpointError(f"{path} was written by an earlier alws (checkpoint format {state.get('format')}, before every method "
+                                  f"became an Objective: its settings are recorded differently), so it is not resumed; start a new run, "
+                                  f"or resume with the alws that wrote it")
         if state.get("format") != CHECKPOINT_FORMAT:
             raise CheckpointError(f"{path} is not an alws checkpoint of this version (format {CHECKPOINT_FORMAT} expected, "
                                   f"found {state.get('format')!r})")

@@ -4,6 +4,7 @@ import torch
 import alws
 from alws.errors import ConfigError
 from alws.experiments import hodgkin_huxley as hh
+from alws.models import hodgkin_huxley as hh_model
 
 
 def test_true_parameters_spike_during_the_step_current_and_rest_without_it():
@@ -24,7 +25,7 @@ def test_rate_functions_are_finite_and_continuous_at_their_removable_singulariti
     v_t = torch.tensor(-60.0, dtype=torch.float64)
     eps = torch.tensor([-1e-3, -1e-7, 0.0, 1e-7, 1e-3], dtype=torch.float64)
     v = (v_t + singular_u + eps).requires_grad_(True)
-    values = torch.stack(hh.rates(v, v_t))
+    values = torch.stack(hh_model.rates(v, v_t))
     assert torch.isfinite(values).all()
     # continuity: the value at the singular point is within O(eps) of its neighbours
     assert (values[:, 2:3] - values).abs().max() < 1e-3
@@ -33,8 +34,8 @@ def test_rate_functions_are_finite_and_continuous_at_their_removable_singulariti
 
 def test_x_over_expm1_matches_the_direct_formula_away_from_zero():
     y = torch.tensor([-3.0, -0.5, 0.5, 3.0], dtype=torch.float64)
-    assert torch.allclose(hh.x_over_expm1(y), y / torch.expm1(y))
-    assert float(hh.x_over_expm1(torch.tensor(0.0, dtype=torch.float64))) == 1.0
+    assert torch.allclose(hh_model.x_over_expm1(y), y / torch.expm1(y))
+    assert float(hh_model.x_over_expm1(torch.tensor(0.0, dtype=torch.float64))) == 1.0
 
 
 def test_log_joint_follows_the_protocol_and_the_fast_path_hooks_agree():

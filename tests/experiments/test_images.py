@@ -37,7 +37,7 @@ def test_smoke_runs_of_alws_and_a_baseline_write_the_table_and_the_grid(tmp_path
 
 @pytest.mark.parametrize("override, message", [
     ('dataset="svhn"', "unknown dataset 'svhn'; valid: binarised-mnist"), ("seconds_per_method=0", "budget"),
-    ("max_steps=0", "max_steps must be >= 1"), ('methods=["gan"]', "unknown method"),
+    ("steps=0", "steps must be >= 1"), ('methods=["gan"]', "unknown method"),
 ])
 def test_config_errors(override, message):
     from alws.experiments.base import load_experiment, resolve_config

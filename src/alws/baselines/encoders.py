@@ -5,7 +5,9 @@ import torch
 from torch import distributions as D
 from torch import nn
 
-__all__ = ["MLPEncoder", "ConvEncoder", "FlowEncoder", "SemiImplicitEncoder", "Critic", "FAMILIES"]
+from ..errors import ConfigError, ModelProtocolError
+
+__all__ = ["MLPEncoder", "ConvEncoder", "FlowEncoder", "SemiImplicitEncoder", "Critic", "FAMILIES", "make_encoder", "check_encoder"]
 
 #: Reparameterisable families for the encoder's output.
 FAMILIES = {"normal": D.Normal, "laplace": D.Laplace}
@@ -106,3 +108,37 @@ class Critic(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x.reshape(x.shape[0], -1).to(self.net[0].weight.dtype))[:, 0]
+
+
+def make_encoder(model: nn.Module, data: torch.Tensor, family: str = "normal", hidden: int = 64) -> nn.Module:
+    """An encoder from the data to the model's latent size (``[n, d]`` latents, read from
+    ``model.sample``): a :class:`ConvEncoder` for images (per-point shape ``[C, H, W]`` or
+    ``[H, W]`` with sides of at least 8), an :class:`MLPEncoder` otherwise."""
+    with torch.no_grad():
+        z, _ = model.sample(2)
+    if not isinstance(z, torch.Tensor) or z.dim() != 2 or not z.is_floating_point():
+        raise ModelProtocolError(
+            f"the default encoder needs real vector latents z [n, d]; {type(model).__name__}.sample gives "
+            f"{type(z).__name__}{tuple(z.shape) if isinstance(z, torch.Tensor) else ''}: pass an encoder"
+        )
+    shape = tuple(data.shape[1:])
+    if len(shape) in (2, 3) and min(shape[-2:]) >= 8:
+        return ConvEncoder(shape, int(z.shape[1]), family=family).to(data.device)
+    return MLPEncoder(int(data[0].numel()), int(z.shape[1]), hidden, family).to(data.device)
+
+
+def check_encoder(model: nn.Module, encoder: nn.Module, data: torch.Tensor, needs_rsample: bool) -> None:
+    """Refuse an encoder whose distribution for 2 data points does not match the shape of 2 of the
+    model's latents, or (``needs_rsample``) cannot be reparameterised."""
+    with torch.no_grad():
+        q = encoder(data[:2])
+        z, _ = model.sample(2)
+    shape = tuple(q.batch_shape) + tuple(q.event_shape)
+    if not isinstance(z, torch.Tensor) or shape != tuple(z.shape):
+        expected = tuple(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
+        raise ModelProtocolError(
+            f"the encoder's distribution for 2 data points has shape {shape} (batch + event), but the model's latents "
+            f"for 2 samples have shape {expected}"
+        )
+    if needs_rsample and not q.has_rsample:
+        raise ConfigError(f"the encoder's {type(q).__name__} is not reparameterisable; vae and iwae need rsample (use sf-vae or rws)")

@@ -3,8 +3,10 @@
 An experiment is a module in :mod:`alws.experiments` that defines
 
 - ``NAME`` and ``DESCRIPTION``;
-- ``Config``: a dataclass deriving from :class:`ExperimentConfig` (defaults = the default run),
-  with ``validate()`` raising :class:`alws.ConfigError` on values out of range;
+- ``Config``: a dataclass deriving from :class:`ExperimentConfig` (:class:`TrainingConfig` for an
+  experiment that trains models); defaults = the default run; each field's constraints are
+  declared beside it with :func:`setting` and checked by ``validate()``, which a config extends
+  only for checks across fields;
 - ``PRESETS``: ``{"smoke": {...overrides...}, ...}`` (``"default"`` is implicit);
 - ``run(config, ctx) -> dict``: the results (JSON-able); figures go through ``ctx``;
 - optionally ``report(results) -> str``: a table for the terminal.
@@ -22,7 +24,7 @@ import logging
 import sys
 import time
 import typing
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -31,6 +33,7 @@ from ..training import TENSORBOARD_DIR, atomic_write_text, seed_everything
 from .registry import EXPERIMENTS
 
 __all__ = [
+    "setting",
     "ExperimentConfig",
     "KernelConfig",
     "finished",
@@ -48,6 +51,52 @@ __all__ = [
 
 
 
+def setting(default: Any = MISSING, *, ge=None, gt=None, le=None, lt=None, choices=None, about: str | None = None,
+            default_factory: Any = MISSING):
+    """A config field with its constraints declared beside it, checked by
+    :meth:`ExperimentConfig.validate` on the value (or on each entry of a list; ``None`` passes):
+    bounds ``ge`` (>=), ``gt`` (>), ``le`` (<=), ``lt`` (<), and ``choices`` (an iterable, or a
+    callable returning one, for names known only once a module is imported); ``about`` names what
+    the field is in the error message. A subclass that redeclares the field with another default
+    keeps the constraints."""
+    metadata = {k: v for k, v in {"ge": ge, "gt": gt, "le": le, "lt": lt, "choices": choices, "about": about}.items() if v is not None}
+    return field(default=default, default_factory=default_factory, metadata=metadata)
+
+
+def _constraints(config_cls) -> dict:
+    """Field name -> its declared constraints, the most derived declaration that has any."""
+    found = {}
+    for klass in reversed(config_cls.__mro__):
+        for name, f in getattr(klass, "__dataclass_fields__", {}).items():
+            if f.metadata:
+                found[name] = f.metadata
+    return found
+
+
+def _check_declared(config) -> None:
+    for name, rules in _constraints(type(config)).items():
+        value = getattr(config, name)
+        for entry in value if isinstance(value, (list, tuple)) else [value]:
+            if entry is None:
+                continue
+            if "choices" in rules:
+                choices = rules["choices"]() if callable(rules["choices"]) else rules["choices"]
+                if entry not in choices:
+                    raise ConfigError(f"unknown {name} {entry!r}; valid: {', '.join(map(str, choices))}")
+                continue
+            about = f" ({rules['about']})" if "about" in rules else ""
+            for rule, holds, words in (("ge", lambda a, b: a >= b, ">="), ("gt", lambda a, b: a > b, ">"),
+                                       ("le", lambda a, b: a <= b, "<="), ("lt", lambda a, b: a < b, "<")):
+                if rule in rules and not holds(entry, rules[rule]):
+                    raise ConfigError(f"{name} must be {words} {rules[rule]}{about}, got {entry!r}")
+
+
+def _regression_choices():
+    from ..regression import BACKENDS
+
+    return ["auto", *BACKENDS]
+
+
 @dataclass
 class ExperimentConfig:
     """Fields every experiment has."""
@@ -58,9 +107,8 @@ class ExperimentConfig:
     tensorboard: bool = False
 
     def validate(self) -> None:
-        """Raise :class:`ConfigError` for values out of range (subclasses extend this). The
-        common keys ``regression`` and ``exponential_family`` are checked here for every
-        experiment that has them."""
+        """Raise :class:`ConfigError` for a value out of its declared range (see :func:`setting`)
+        or a device or extra that is not there; subclasses extend this for checks across fields."""
         if self.device != "cpu" and not self.device.startswith("cuda"):
             raise ConfigError(f"device must be 'cpu' or 'cuda[:k]', got {self.device!r}")
         if self.tensorboard:
@@ -74,16 +122,16 @@ class ExperimentConfig:
             if not torch.cuda.is_available():
                 raise ConfigError(f"device {self.device!r} asked for, but this torch ({torch.__version__}) sees no CUDA GPU; "
                                   "use --device cpu, or install a CUDA build of torch")
-        regression = getattr(self, "regression", "auto")
-        if regression not in ("auto", "exact", "rff", "nystrom"):
-            raise ConfigError(f"unknown regression {regression!r}; valid: auto, exact, rff, nystrom")
-        path = getattr(self, "exponential_family", "auto")
-        if path not in ("auto", "true", "false"):
-            raise ConfigError(f"exponential_family must be 'auto', 'true' or 'false', got {path!r}")
+        _check_declared(self)
 
-    def exponential_family_option(self):
-        """The config's ``exponential_family`` word as :func:`alws.fit` takes it."""
-        return {"auto": "auto", "true": True, "false": False}[getattr(self, "exponential_family", "auto")]
+
+def _feature_choices(extra=()):
+    def choices():
+        from ..features import FEATURES
+
+        return ["auto", "none", *FEATURES, *extra]
+
+    return choices
 
 
 @dataclass
@@ -92,50 +140,39 @@ class KernelConfig(ExperimentConfig):
 
     ``features``: ``"auto"`` (a learned linear projection for high-dimensional ``x``), ``"none"``
     (the fixed kernel on raw ``x``), or a feature map by name (``linear``, ``mlp``, ``conv``,
-    ``random-projection``); ``learn_kernel``: ``"auto"`` / ``"true"`` / ``"false"``; the
-    ``kernel_*`` fields set the kernel-learning schedule; ``weights``: ``"krr"`` or
-    ``"nonnegative"`` (see :class:`alws.ALWS`).
+    ``random-projection``), or one of the experiment's own (``extra_features``);
+    ``learn_kernel``: ``True`` / ``False`` / ``"auto"``; the ``kernel_*`` fields set the
+    kernel-learning schedule; ``weights``: ``"krr"`` or ``"nonnegative"`` (see :class:`alws.ALWS`).
     """
 
     features: str = "auto"
-    feature_dim: int = 16
+    feature_dim: int = setting(16, ge=1)
     kernel: str = "gaussian"
-    learn_kernel: str = "auto"
-    kernel_every: int = 2
-    kernel_steps: int = 1
-    kernel_samples: int | None = None
-    kernel_lr: float = 0.01
-    kernel_hyperparameters: str = "selection"
-    weights: str = "krr"
+    learn_kernel: bool | str = setting("auto", choices=(True, False, "auto"))
+    kernel_every: int = setting(2, ge=1)
+    kernel_steps: int = setting(1, ge=1)
+    kernel_samples: int | None = setting(None, ge=2)
+    kernel_lr: float = setting(0.01, gt=0)
+    kernel_hyperparameters: str = setting("selection", choices=("selection", "learned"))
+    weights: str = setting("krr", choices=("krr", "nonnegative"))
 
     #: feature names an experiment accepts beyond the library's (e.g. its own hand-made features)
     extra_features = ()
 
+    def __post_init__(self):
+        self.learn_kernel = _three_way(self.learn_kernel)
+
     def validate(self) -> None:
         super().validate()
-        from ..features import FEATURES
         from ..kernels import make_kernel
 
-        valid = ["auto", "none", *FEATURES, *self.extra_features]
+        valid = _feature_choices(self.extra_features)()
         if self.features not in valid:
-            raise ConfigError(f"features must be one of {', '.join(valid)}; got {self.features!r}")
+            raise ConfigError(f"unknown features {self.features!r}; valid: {', '.join(valid)}")
         try:
             make_kernel(self.kernel)
         except ValueError as error:
             raise ConfigError(str(error)) from None
-        if self.learn_kernel not in ("auto", "true", "false"):
-            raise ConfigError(f"learn_kernel must be 'auto', 'true' or 'false', got {self.learn_kernel!r}")
-        if self.weights not in ("krr", "nonnegative"):
-            raise ConfigError(f"weights must be 'krr' or 'nonnegative', got {self.weights!r}")
-        if self.kernel_hyperparameters not in ("selection", "learned"):
-            raise ConfigError(f"kernel_hyperparameters must be 'selection' or 'learned', got {self.kernel_hyperparameters!r}")
-        for key in ("feature_dim", "kernel_every", "kernel_steps"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
-        if self.kernel_samples is not None and self.kernel_samples < 2:
-            raise ConfigError(f"kernel_samples must be >= 2, got {self.kernel_samples}")
-        if not self.kernel_lr > 0:
-            raise ConfigError(f"kernel_lr must be > 0, got {self.kernel_lr}")
 
     def kernel_options(self, features=None) -> dict:
         """The kernel keywords of :func:`alws.fit`; ``features`` replaces the config's word (for an
@@ -144,7 +181,7 @@ class KernelConfig(ExperimentConfig):
             "features": self.features if features is None else features,
             "feature_dim": self.feature_dim,
             "kernel": self.kernel,
-            "learn_kernel": {"auto": "auto", "true": True, "false": False}[self.learn_kernel],
+            "learn_kernel": self.learn_kernel,
             "kernel_every": self.kernel_every,
             "kernel_steps": self.kernel_steps,
             "kernel_samples": self.kernel_samples,
@@ -154,26 +191,33 @@ class KernelConfig(ExperimentConfig):
         }
 
 
+def _three_way(value):
+    """``True`` / ``False`` / ``"auto"``, also from the words ``"true"`` / ``"false"`` of older configs."""
+    return {"true": True, "false": False}.get(value, value) if isinstance(value, str) else value
+
+
 @dataclass
 class TrainingConfig(KernelConfig):
-    """Fields of experiments that train a model with :func:`alws.fit`."""
+    """The fields every experiment that trains with :func:`alws.fit` shares (each experiment
+    redeclares the defaults it needs; the constraints stay). ``exponential_family``: ``True`` (the
+    fast path), ``False`` (regress the log-joint) or ``"auto"`` (chosen by leave-one-out error)."""
 
-    steps: int = 200
-    n_sleep: int = 200
-    lr: float = 0.03
-    regression: str = "exact"
-    n_simulations: int = 20
-    record_every: int = 5
+    steps: int = setting(200, ge=1)
+    batch_size: int = setting(100, ge=1)
+    n_sleep: int = setting(200, ge=2)
+    lr: float = setting(0.03, gt=0)
+    regression: str = setting("exact", choices=_regression_choices)
+    exponential_family: bool | str = setting("auto", choices=(True, False, "auto"))
 
-    def validate(self) -> None:
-        super().validate()
-        for key in ("steps", "n_simulations", "record_every"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
-        if self.n_sleep < 2:
-            raise ConfigError(f"n_sleep must be >= 2, got {self.n_sleep}")
-        if self.lr <= 0:
-            raise ConfigError(f"lr must be > 0, got {self.lr}")
+    def __post_init__(self):
+        super().__post_init__()
+        self.exponential_family = _three_way(self.exponential_family)
+
+    def alws_options(self, features=None) -> dict:
+        """The keywords of :func:`alws.fit` that this config sets beyond the training options:
+        ``n_sleep``, ``regression``, ``exponential_family`` and the kernel's."""
+        return {"n_sleep": self.n_sleep, "regression": self.regression, "exponential_family": self.exponential_family,
+                **self.kernel_options(features)}
 
 
 def record_parameters(values: Callable[[], dict], every: int) -> Callable:
@@ -334,6 +378,20 @@ class RunContext:
         path = self.out_dir / "checkpoints" / f"{name}.pt"
         path.parent.mkdir(parents=True, exist_ok=True)
         return path
+
+    def train_options(self, name: str, config: ExperimentConfig, **options):
+        """The :class:`alws.TrainOptions` of training run ``name``: checkpointed under
+        ``checkpoints/NAME.pt`` (resumed when that file exists) every tenth of the steps, with the
+        run's progress display and seed; ``steps``, ``batch_size`` and ``lr`` from ``config`` when
+        it has them; ``options`` (any field of ``TrainOptions``) override."""
+        from ..objective import TrainOptions
+
+        checkpoint = self.checkpoint(name)
+        values = {key: getattr(config, key) for key in ("steps", "batch_size", "lr") if hasattr(config, key)}
+        values = {**values, "seed": config.seed, "checkpoint": checkpoint, "resume": checkpoint.exists(),
+                  "progress": self.show_progress, **options}
+        values.setdefault("checkpoint_every", max(1, values.get("steps", 1000) // 10))
+        return TrainOptions(**values)
 
     def stage(self, name: str, compute: Callable[[], Any]) -> Any:
         """Result of ``compute()``, stored as ``stages/NAME.json`` with the config's digest; a

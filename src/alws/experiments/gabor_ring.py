@@ -24,10 +24,10 @@ import torch
 from torch import distributions as D
 from torch import nn
 
-from ..errors import ConfigError
+from ..seeding import seeded
 from ..evaluate import mmd
 from ..model import LatentVariableModel
-from .base import KernelConfig, finished
+from .base import TrainingConfig, finished, setting
 
 NAME = "gabor-ring"
 DESCRIPTION = "Experiment II: Gabor filters with a latent on a circle; MMD and orientation uniformity vs a Gaussian-latent VAE"
@@ -83,8 +83,8 @@ class RingGenerator(LatentVariableModel):
         if latent not in ("ring", "gaussian"):
             raise ValueError(f"latent must be 'ring' or 'gaussian', got {latent!r}")
         self.size, self.latent = size, latent
-        torch.manual_seed(seed)
-        self.net = nn.Sequential(nn.Linear(2, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, size * size))
+        with seeded(seed):
+            self.net = nn.Sequential(nn.Linear(2, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(), nn.Linear(hidden, size * size))
         self.log_sigma = nn.Parameter(torch.tensor(math.log(sigma)))
 
     def prior(self, n: int) -> D.Distribution:
@@ -116,43 +116,27 @@ class RingGenerator(LatentVariableModel):
 
 
 @dataclass
-class Config(KernelConfig):
+class Config(TrainingConfig):
     """Default: 10,000 training / 1,000 test filters of 16x16, about 5 minutes per method."""
 
-    size: int = 16
-    aspect: float = 0.8
-    wavelength: float = 1.0
-    width: float = 0.3
-    n_train: int = 10000
-    n_test: int = 1000
-    hidden: int = 128
+    size: int = setting(16, ge=4, about="pixels")
+    aspect: float = setting(0.8, gt=0)
+    wavelength: float = setting(1.0, gt=0)
+    width: float = setting(0.3, gt=0)
+    n_train: int = setting(10000, ge=1)
+    n_test: int = setting(1000, ge=1)
+    hidden: int = setting(128, ge=1)
     steps: int = 3000
-    batch_size: int = 100
     n_sleep: int = 1000
     lr: float = 0.003
-    regression: str = "exact"
-    # "false": regress the log-joint itself. The fast path (regressing G(z)/sigma^2 and
+    # False: regress the log-joint itself. The fast path (regressing G(z)/sigma^2 and
     # |G(z)|^2/(2 sigma^2) separately, 513 targets) collapsed every filter to one orientation here
     # (circular variance 0.02 after 400 smoke steps, against 0.83 for the plain path).
-    exponential_family: str = "false"
+    exponential_family: bool | str = False
     baseline: bool = True
-    vae_lr: float = 0.003
-    n_eval: int = 1000
-    record_every: int = 100
-
-    def validate(self):
-        super().validate()
-        for key in ("n_train", "n_test", "hidden", "steps", "batch_size", "record_every"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
-        if self.size < 4:
-            raise ConfigError(f"size must be >= 4 pixels, got {self.size}")
-        for key in ("n_sleep", "n_eval"):
-            if getattr(self, key) < 2:
-                raise ConfigError(f"{key} must be >= 2, got {getattr(self, key)}")
-        for key in ("aspect", "wavelength", "width", "lr", "vae_lr"):
-            if getattr(self, key) <= 0:
-                raise ConfigError(f"{key} must be > 0, got {getattr(self, key)}")
+    vae_lr: float = setting(0.003, gt=0)
+    n_eval: int = setting(1000, ge=2)
+    record_every: int = setting(100, ge=1)
 
 
 PRESETS = {"smoke": {"n_train": 500, "n_test": 200, "hidden": 32, "steps": 60, "n_sleep": 200, "lr": 0.01, "vae_lr": 0.01, "n_eval": 200,
@@ -162,11 +146,8 @@ PRESETS = {"smoke": {"n_train": 500, "n_test": 200, "hidden": 32, "steps": 60, "
 def evaluate(model: RingGenerator, test: torch.Tensor, n: int, seed: int) -> dict:
     """MMD to ``test`` and orientation uniformity of ``n`` generated filters (noise-free means:
     the filters themselves, not the pixel noise)."""
-    state = torch.get_rng_state()
-    torch.manual_seed(seed)
-    with torch.no_grad():
+    with seeded(seed), torch.no_grad():
         images = model.mean(model.sample_latent(n)).cpu()
-    torch.set_rng_state(state)
     return {"mmd": mmd(images, test[:n].cpu()), "sigma": float(model.log_sigma.detach().exp()),
             **orientation_uniformity(orientation(images)), "_images": images}
 
@@ -195,15 +176,14 @@ def run(config: Config, ctx) -> dict:
     def train(method: str) -> dict:
         model = RingGenerator(config.size, config.hidden, "ring" if method == "alws" else "gaussian", seed=config.seed).to(config.device)
         start = time.perf_counter()
-        checkpoint = ctx.checkpoint(method)
-        common = dict(batch_size=config.batch_size, seed=config.seed, checkpoint=checkpoint, resume=checkpoint.exists(),
-                      checkpoint_every=max(1, config.steps // 10), callbacks=[recorder(model, start)], progress=ctx.show_progress)
+        callbacks = [recorder(model, start)]
         if method == "alws":
-            history = fit(model, train_images, steps=config.steps, n_sleep=config.n_sleep, lr=config.lr, regression=config.regression,
-                          exponential_family=config.exponential_family_option(), **config.kernel_options(), **common)
+            history = fit(model, train_images, ctx.train_options(method, config, callbacks=callbacks), **config.alws_options())
         else:
-            history = baselines.fit("vae", model, train_images, steps=100 * config.steps, lr=config.vae_lr,
-                                    max_seconds=results["methods"]["alws"]["train_seconds"], **common)
+            options = ctx.train_options(method, config, steps=100 * config.steps, lr=config.vae_lr, callbacks=callbacks,
+                                        checkpoint_every=max(1, config.steps // 10),
+                                        max_seconds=results["methods"]["alws"]["train_seconds"])
+            history = baselines.fit("vae", model, train_images, options)
         seconds = time.perf_counter() - start
         metrics = evaluate(model, test, config.n_eval, config.seed)
         images = metrics.pop("_images")

@@ -20,9 +20,10 @@ from torch import nn
 from .. import evaluate
 from ..training import Progress
 from ..errors import ConfigError
+from ..seeding import seeded
 from ..learner import ALWS
 from ..model import LatentVariableModel
-from .base import ExperimentConfig
+from .base import ExperimentConfig, setting
 
 NAME = "gradient-estimation"
 DESCRIPTION = "Experiment I: ALWS gradient error vs sleep samples against exact quadrature gradients"
@@ -58,17 +59,18 @@ class Config(ExperimentConfig):
 
     b_values: tuple[tuple[float, float], ...] = ((1.0, 0.5), (1.5, -1.0))
     sigma_x_values: tuple[float, ...] = (0.1, 1.0)
-    n_sleep_values: tuple[int, ...] = (100, 300, 1000, 3000)
-    estimators: tuple[str, ...] = ("alws-exact", "alws-exact-ef", "alws-exact-plain", "alws-rff", "alws-nystrom")
-    n_points: int = 50
-    repeats: int = 20
-    n_features: int = 300
-    select_max: int = 500
-    quadrature_nodes: int = 100
-    baselines: tuple[str, ...] = ("vae", "iwae", "rws", "sf-vae")
-    particle_values: tuple[int, ...] = (1, 10, 100, 1000)
-    encoder_steps: int = 3000
-    encoder_seconds_max: float = 10.0
+    n_sleep_values: tuple[int, ...] = setting((100, 300, 1000, 3000), ge=2)
+    estimators: tuple[str, ...] = setting(("alws-exact", "alws-exact-ef", "alws-exact-plain", "alws-rff", "alws-nystrom"),
+                                          choices=lambda: list(ESTIMATORS))
+    n_points: int = setting(50, ge=1)
+    repeats: int = setting(20, ge=1)
+    n_features: int = setting(300, ge=1)
+    select_max: int = setting(500, ge=2)
+    quadrature_nodes: int = setting(100, ge=1)
+    baselines: tuple[str, ...] = setting(("vae", "iwae", "rws", "sf-vae"), choices=lambda: list(BASELINES))
+    particle_values: tuple[int, ...] = setting((1, 10, 100, 1000), ge=1)
+    encoder_steps: int = setting(3000, ge=1)
+    encoder_seconds_max: float = setting(10.0, gt=0)
 
     def validate(self):
         super().validate()
@@ -76,23 +78,12 @@ class Config(ExperimentConfig):
             raise ConfigError(f"b_values must be a non-empty list of 2-vectors, got {self.b_values!r}")
         if not self.sigma_x_values or any(not (math.isfinite(s) and s > 0) for s in self.sigma_x_values):
             raise ConfigError(f"sigma_x_values must be positive, got {self.sigma_x_values!r}")
-        if not self.n_sleep_values or any(n < 2 for n in self.n_sleep_values):
-            raise ConfigError(f"n_sleep_values must be integers >= 2, got {self.n_sleep_values!r}")
-        unknown = [e for e in self.estimators if e not in ESTIMATORS]
-        if unknown or not self.estimators:
-            raise ConfigError(f"unknown estimators {unknown}; valid: {', '.join(ESTIMATORS)}")
-        unknown = [b for b in self.baselines if b not in BASELINES]
-        if unknown:
-            raise ConfigError(f"unknown baselines {unknown}; valid: {', '.join(BASELINES)}")
-        if self.baselines and (not self.particle_values or any(p < 1 for p in self.particle_values)):
-            raise ConfigError(f"particle_values must be integers >= 1, got {self.particle_values!r}")
-        if self.encoder_seconds_max <= 0:
-            raise ConfigError(f"encoder_seconds_max must be > 0, got {self.encoder_seconds_max}")
-        for key in ("n_points", "repeats", "n_features", "quadrature_nodes", "encoder_steps"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
-        if self.select_max < 2:
-            raise ConfigError(f"select_max must be >= 2, got {self.select_max}")
+        if not self.n_sleep_values:
+            raise ConfigError("n_sleep_values is empty")
+        if not self.estimators:
+            raise ConfigError(f"estimators is empty; valid: {', '.join(ESTIMATORS)}")
+        if self.baselines and not self.particle_values:
+            raise ConfigError("particle_values is empty")
 
 
 PRESETS = {
@@ -155,9 +146,8 @@ def exact_reference(model, x, nodes):
 
 def run_setting(config: Config, b, sigma_x, index: int, bar) -> dict:
     """All estimators at one ``(b, sigma_x)``."""
-    torch.manual_seed(config.seed * 1000 + index)
     model = SoftplusRegression(b, sigma_x).to(config.device)
-    with torch.no_grad():
+    with seeded(config.seed * 1000 + index), torch.no_grad():
         _, x = model.sample(config.n_points)
     exact, quad_error = exact_reference(model, x, config.quadrature_nodes)
     out = {
@@ -178,9 +168,9 @@ def run_setting(config: Config, b, sigma_x, index: int, bar) -> dict:
             # first repeat and then held, as in training between re-selections.
             learner = ALWS(model, n_sleep=n_sleep, select_every=0, **options)
             for r in range(config.repeats):
-                torch.manual_seed(10_000 * index + 100 * r + i)
                 start = time.perf_counter()
-                estimate, record = learner.per_point_gradients(x)
+                with seeded(10_000 * index + 100 * r + i):
+                    estimate, record = learner.per_point_gradients(x)
                 seconds[i, r] = time.perf_counter() - start
                 errors[i, r] = evaluate.relative_error(estimate, exact, batched=True)
                 cosines[i, r] = evaluate.cosine_similarity(estimate, exact, batched=True)
@@ -233,8 +223,8 @@ def run_baselines(config: Config, model, x, exact, index: int, budget: float, ba
 
     out = {}
     for name in config.baselines:
-        torch.manual_seed(config.seed * 1000 + index)
-        encoder = methods.make_encoder(model, x).to(torch.float64)
+        with seeded(config.seed * 1000 + index):
+            encoder = methods.make_encoder(model, x).to(torch.float64)
         try:
             history = methods.fit(name, model, x, steps=config.encoder_steps, batch_size=x.shape[0], lr=3e-3, seed=config.seed,
                                   encoder=encoder, train_model=False, max_seconds=budget, progress=False)
@@ -246,9 +236,9 @@ def run_baselines(config: Config, model, x, exact, index: int, budget: float, ba
         cosines, seconds = np.zeros_like(errors), np.zeros_like(errors)
         for i, particles in enumerate(config.particle_values):
             for r in range(config.repeats):
-                torch.manual_seed(20_000 * index + 100 * r + i)
                 start = time.perf_counter()
-                estimate = baseline_gradients(model, encoder, x, particles, BASELINES[name])
+                with seeded(20_000 * index + 100 * r + i):
+                    estimate = baseline_gradients(model, encoder, x, particles, BASELINES[name])
                 seconds[i, r] = time.perf_counter() - start
                 errors[i, r] = evaluate.relative_error(estimate, exact, batched=True)
                 cosines[i, r] = evaluate.cosine_similarity(estimate, exact, batched=True)

@@ -26,7 +26,7 @@ from ..data.patches import natural_patches
 from ..errors import ConfigError
 from ..evaluate import amari_distance
 from ..model import LatentVariableModel
-from .base import KernelConfig, finished
+from .base import TrainingConfig, finished, setting
 
 NAME = "ica"
 DESCRIPTION = "Experiment IV: noisy linear ICA with a true W from FastICA on natural patches; Amari distance vs wall time, ALWS vs Laplace-VAE"
@@ -91,7 +91,7 @@ def match_columns(estimate: torch.Tensor, truth: torch.Tensor) -> tuple[torch.Te
 
 
 @dataclass
-class Config(KernelConfig):
+class Config(TrainingConfig):
     """Default: 16x16 patches, 16 sources, 10^5 data points, ~5 minutes per method on 2 cores.
 
     Defaults measured on 4 sources in 8x8 patches (1500 steps, docs/results.md): ``weights`` is
@@ -104,40 +104,26 @@ class Config(KernelConfig):
     features: str = "none"
     weights: str = "nonnegative"
 
-    patch: int = 16
-    n_sources: int = 16
-    n_patches: int = 20000
-    n_data: int = 100000
-    noise: float = 0.1
+    patch: int = setting(16, ge=1)
+    n_sources: int = setting(16, ge=1)
+    n_patches: int = setting(20000, ge=1)
+    n_data: int = setting(100000, ge=1)
+    noise: float = setting(0.1, ge=0)
     steps: int = 3000
     batch_size: int = 500
     n_sleep: int = 1000
     lr: float = 0.01
-    regression: str = "exact"
-    exponential_family: str = "auto"
-    vae_lr: float = 0.01
-    max_seconds: float | None = None  # wall time per method; None: ALWS runs `steps`, the VAE gets ALWS's time
-    record_every: int = 20
+    vae_lr: float = setting(0.01, gt=0)
+    max_seconds: float | None = setting(None, gt=0)  # wall time per method; None: ALWS runs `steps`, the VAE gets ALWS's time
+    record_every: int = setting(20, ge=1)
     baseline: bool = True
 
     def validate(self):
         super().validate()
-        for key in ("patch", "n_sources", "n_patches", "n_data", "steps", "batch_size", "record_every"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
-        if self.n_sleep < 2:
-            raise ConfigError(f"n_sleep must be >= 2, got {self.n_sleep}")
         if self.n_sources > self.patch * self.patch:
             raise ConfigError(f"n_sources ({self.n_sources}) cannot exceed the patch dimension {self.patch}x{self.patch}")
         if self.n_patches < self.n_sources:
             raise ConfigError(f"n_patches ({self.n_patches}) must be at least n_sources ({self.n_sources})")
-        if self.noise < 0:
-            raise ConfigError(f"noise must be >= 0, got {self.noise}")
-        for key in ("lr", "vae_lr"):
-            if getattr(self, key) <= 0:
-                raise ConfigError(f"{key} must be > 0, got {getattr(self, key)}")
-        if self.max_seconds is not None and self.max_seconds <= 0:
-            raise ConfigError(f"max_seconds must be > 0, got {self.max_seconds}")
 
 
 PRESETS = {
@@ -182,17 +168,14 @@ def run(config: Config, ctx) -> dict:
         start = [time.perf_counter()]
         record = _amari_recorder(model, truth, config.record_every, start)
         callbacks = [record]
-        checkpoint = ctx.checkpoint(method)
-        common = dict(steps=config.steps, batch_size=config.batch_size, seed=config.seed, checkpoint=checkpoint, resume=checkpoint.exists(),
-                      checkpoint_every=max(1, config.steps // 10), callbacks=callbacks, progress=ctx.show_progress)
         if method == "alws":
-            history = fit(model, data, n_sleep=config.n_sleep, lr=config.lr, regression=config.regression, max_seconds=config.max_seconds,
-                          exponential_family=config.exponential_family_option(), **config.kernel_options(),
-                          **common)
+            history = fit(model, data, ctx.train_options(method, config, callbacks=callbacks, max_seconds=config.max_seconds),
+                          **config.alws_options())
         else:
             budget = config.max_seconds if config.max_seconds is not None else results["methods"]["alws"]["train_seconds"]
-            history = baselines.fit("vae", model, data, encoder_family="laplace", lr=config.vae_lr, max_seconds=budget,
-                                    **{**common, "steps": 100 * config.steps})
+            options = ctx.train_options(method, config, steps=100 * config.steps, lr=config.vae_lr, callbacks=callbacks,
+                                        checkpoint_every=max(1, config.steps // 10), max_seconds=budget)
+            history = baselines.fit("vae", model, data, options, encoder_family="laplace")
         seconds = time.perf_counter() - start[0]
         models[method] = model
         final = amari_distance(model.W.detach().cpu(), truth)

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 
 from ..errors import ConfigError
 from . import images
-from .base import ExperimentConfig, RunContext
+from .base import ExperimentConfig, RunContext, setting
 
 NAME = "images-benchmark"
 DESCRIPTION = "Experiment VI on binarised MNIST, MNIST and Fashion-MNIST, every method, within a total budget (default 60 minutes)"
@@ -25,16 +25,12 @@ class Config(ExperimentConfig):
 
     datasets: list[str] = field(default_factory=lambda: ["binarised-mnist", "mnist", "fashion-mnist"])
     methods: list[str] = field(default_factory=lambda: list(images.METHODS))
-    budget_minutes: float = 60.0
-    training_fraction: float = 0.8
+    budget_minutes: float = setting(60.0, gt=0)
+    training_fraction: float = setting(0.8, gt=0, le=1)
     overrides: dict = field(default_factory=dict)  # other keys of the images experiment, for every dataset
 
     def validate(self):
         super().validate()
-        if not self.budget_minutes > 0:
-            raise ConfigError(f"budget_minutes must be > 0, got {self.budget_minutes}")
-        if not 0 < self.training_fraction <= 1:
-            raise ConfigError(f"training_fraction must be in (0, 1], got {self.training_fraction}")
         if not self.datasets:
             raise ConfigError("datasets is empty")
         for dataset in self.datasets:

@@ -24,8 +24,9 @@ from torch import distributions as D
 from torch import nn
 
 from ..errors import ConfigError
+from ..seeding import seeded
 from ..model import LatentVariableModel
-from .base import KernelConfig, finished
+from .base import TrainingConfig, finished, setting
 
 NAME = "pinwheel"
 DESCRIPTION = "Experiment III: mixture of K Gaussians through an MLP on 5-arm pinwheel data; held-out log-likelihood vs SF-VAE"
@@ -60,8 +61,8 @@ class PinwheelMixture(LatentVariableModel):
         self.mu = nn.Parameter(torch.randn(K, 2, generator=generator))
         self.log_diag = nn.Parameter(torch.full((K, 2), math.log(component_scale)))
         self.off_diag = nn.Parameter(torch.zeros(K))
-        torch.manual_seed(seed)
-        self.net = nn.Sequential(nn.Linear(2, hidden), nn.Tanh(), nn.Linear(hidden, 2))
+        with seeded(seed):
+            self.net = nn.Sequential(nn.Linear(2, hidden), nn.Tanh(), nn.Linear(hidden, 2))
         self.log_sigma = nn.Parameter(torch.full((2,), math.log(sigma)))
 
     def scale_tril(self) -> torch.Tensor:
@@ -119,10 +120,8 @@ def held_out_log_likelihood(model: PinwheelMixture, x: torch.Tensor, n_samples: 
     average posterior probability of each component) and ``components_used`` (components with
     average responsibility above 1 / (2 K)) and its effective number ``exp(entropy)``.
     """
-    generator_state = torch.get_rng_state()
-    torch.manual_seed(seed)
-    z2 = model.component().sample((n_samples,))  # [S, K, 2]
-    torch.set_rng_state(generator_state)
+    with seeded(seed):
+        z2 = model.component().sample((n_samples,))  # [S, K, 2]
     means = model.net(z2)  # [S, K, 2]
     sigma = model.log_sigma.exp()
     log_pi = torch.log_softmax(model.alpha, 0)
@@ -189,46 +188,31 @@ def pyro_pair(model: PinwheelMixture, guide_net: PinwheelGuide):
 
 
 @dataclass
-class Config(KernelConfig):
+class Config(TrainingConfig):
     """Default: 5 arms x 500 points (80% train), K = 10, about 4 minutes per method on 2 cores."""
 
-    arms: int = 5
-    per_arm: int = 500
-    radial_std: float = 0.3
-    tangential_std: float = 0.1
+    arms: int = setting(5, ge=1)
+    per_arm: int = setting(500, ge=1)
+    radial_std: float = setting(0.3, ge=0, about="a standard deviation")
+    tangential_std: float = setting(0.1, ge=0, about="a standard deviation")
     rate: float = 0.2
-    test_fraction: float = 0.2
-    K: int = 10
-    hidden: int = 20
+    test_fraction: float = setting(0.2, gt=0, lt=1)
+    K: int = setting(10, ge=1)
+    hidden: int = setting(20, ge=1)
     steps: int = 3000
-    batch_size: int = 100
     n_sleep: int = 1000
     lr: float = 0.01
-    regression: str = "exact"
-    prior_alpha: float = 1.0
-    prior_mu: float = 3.0
-    prior_scale: float = 2.0
-    prior_net: float = 3.0
+    prior_alpha: float = setting(1.0, gt=0)
+    prior_mu: float = setting(3.0, gt=0)
+    prior_scale: float = setting(2.0, gt=0)
+    prior_net: float = setting(3.0, gt=0)
     baseline: bool = True
-    vae_lr: float = 0.01
-    n_is_samples: int = 2000
-    record_every: int = 50
+    vae_lr: float = setting(0.01, gt=0)
+    n_is_samples: int = setting(2000, ge=1)
+    record_every: int = setting(50, ge=1)
 
     def validate(self):
         super().validate()
-        for key in ("arms", "per_arm", "K", "hidden", "steps", "batch_size", "n_is_samples", "record_every"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"{key} must be >= 1, got {getattr(self, key)}")
-        if self.n_sleep < 2:
-            raise ConfigError(f"n_sleep must be >= 2, got {self.n_sleep}")
-        for key in ("radial_std", "tangential_std"):
-            if getattr(self, key) < 0:
-                raise ConfigError(f"{key} must be >= 0 (a standard deviation), got {getattr(self, key)}")
-        for key in ("lr", "vae_lr", "prior_alpha", "prior_mu", "prior_scale", "prior_net"):
-            if getattr(self, key) <= 0:
-                raise ConfigError(f"{key} must be > 0, got {getattr(self, key)}")
-        if not 0 < self.test_fraction < 1:
-            raise ConfigError(f"test_fraction must be in (0, 1), got {self.test_fraction}")
         if round(self.arms * self.per_arm * self.test_fraction) < 2 or round(self.arms * self.per_arm * (1 - self.test_fraction)) < 2:
             raise ConfigError("arms * per_arm too small for a train/test split of at least 2 points each")
 
@@ -265,11 +249,8 @@ def run(config: Config, ctx) -> dict:
     def train_alws():
         model = PinwheelMixture(config.K, config.hidden, seed=config.seed).to(config.device)
         start = time.perf_counter()
-        checkpoint = ctx.checkpoint("alws")
-        history = fit(model, train, steps=config.steps, batch_size=config.batch_size, n_sleep=config.n_sleep, lr=config.lr, seed=config.seed,
-                      regression=config.regression, **config.kernel_options(), penalty=parameter_prior(model, train.shape[0], prior), checkpoint=checkpoint,
-                      resume=checkpoint.exists(), checkpoint_every=max(1, config.steps // 10), callbacks=[recorder(model, start)],
-                      progress=ctx.show_progress)
+        history = fit(model, train, ctx.train_options("alws", config, callbacks=[recorder(model, start)]),
+                      penalty=parameter_prior(model, train.shape[0], prior), **config.alws_options())
         return evaluate(model, time.perf_counter() - start, history)
 
     def train_sf_vae():
@@ -278,11 +259,9 @@ def run(config: Config, ctx) -> dict:
         model_fn, guide_fn = pyro_pair(model, guide)
         penalty = parameter_prior(model, train.shape[0], prior)
         start = time.perf_counter()
-        checkpoint = ctx.checkpoint("sf-vae")
-        history = baselines.fit_pyro(
-            "sf-vae", model_fn, guide_fn, {"model": model, "guide": guide}, train, steps=100 * config.steps, batch_size=config.batch_size,
-            lr=config.vae_lr, penalty=penalty, max_seconds=results["methods"]["alws"]["train_seconds"], seed=config.seed, checkpoint=checkpoint,
-            resume=checkpoint.exists(), checkpoint_every=max(1, config.steps // 10), callbacks=[recorder(model, start)], progress=ctx.show_progress)
+        options = ctx.train_options("sf-vae", config, steps=100 * config.steps, lr=config.vae_lr, callbacks=[recorder(model, start)],
+                                    checkpoint_every=max(1, config.steps // 10), max_seconds=results["methods"]["alws"]["train_seconds"])
+        history = baselines.fit_pyro("sf-vae", model_fn, guide_fn, {"model": model, "guide": guide}, train, options, penalty=penalty)
         return evaluate(model, time.perf_counter() - start, history)
 
     initial = PinwheelMixture(config.K, config.hidden, seed=config.seed).to(config.device)
@@ -319,9 +298,9 @@ def figures(x: torch.Tensor, models: dict, results: dict, seed: int, ctx) -> Non
     fig, axes = plt.subplots(1, panels, figsize=(4 * panels, 4), sharex=True, sharey=True)
     axes[0].scatter(*x.T.numpy(), s=2, color="k")
     axes[0].set(title="data")
-    torch.manual_seed(seed)
-    for ax, (method, model) in zip(axes[1:], models.items()):
-        (z1, _), xs = model.sample(x.shape[0])
+    for index, (ax, (method, model)) in enumerate(zip(axes[1:], models.items())):
+        with seeded(seed + index):
+            (z1, _), xs = model.sample(x.shape[0])
         ax.scatter(*xs.T.numpy(), s=2, c=z1.numpy(), cmap="tab10", vmin=0, vmax=9)
         with torch.no_grad():
             centres = model.net(model.mu).numpy()

@@ -1,0 +1,166 @@
+"""What a training method is, and the one function that trains any of them.
+
+Every method (ALWS and each baseline) is an :class:`Objective`: it owns its modules (model,
+encoder, critic) and, once :meth:`Objective.configure` has been called, its optimisers; its
+:meth:`Objective.step` computes one minibatch's loss, steps, and returns the step's record. The
+loop around it (seeding, minibatches, progress, history, checkpoints with exact resume, the NaN
+guard, time budgets) is :class:`alws.training.Trainer`, shared by all of them and driven by
+:func:`train`. The options that loop needs are one :class:`TrainOptions`.
+
+The shape follows Pyro's ``pyro.infer`` (an ELBO object with ``loss_and_grads``; ``SVI`` is the
+loop) and scikit-learn's estimators (constructors store and check their arguments; work starts at
+the public entry).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from .errors import ConfigError
+from .training import History, Trainer, fingerprint, make_optimizer, with_time_budget
+from .validation import check_data, check_int, check_positive
+
+__all__ = ["TrainOptions", "Objective", "train"]
+
+
+@dataclasses.dataclass
+class TrainOptions:
+    """The options every method's training shares.
+
+    Attributes:
+        steps: total optimiser steps (a resumed run continues up to this count).
+        batch_size: minibatch size ``B`` of the data per step.
+        lr, optimizer: learning rate and ``"adam"`` / ``"adamw"`` / ``"sgd"`` / ``params -> Optimizer``.
+        checkpoint: file path for atomic checkpoints every ``checkpoint_every`` steps.
+        resume: continue from ``checkpoint`` exactly where it stopped.
+        seed: seeds every generator at the start of a fresh run.
+        callbacks: ``cb(step, record)`` after each step; raise :class:`alws.StopTraining` to stop.
+        progress: a tqdm bar (True), nothing (False), or by default a bar on a terminal and a plain
+            line every few seconds otherwise.
+        clip_grad_norm: optional gradient-norm clipping.
+        max_seconds: stop once this much wall time has passed since the method was called (set-up
+            included; a budget matched to another method's); ``steps`` still caps the run.
+    """
+
+    steps: int = 1000
+    batch_size: int = 100
+    lr: float = 1e-3
+    optimizer: Any = "adam"
+    checkpoint: str | os.PathLike | None = None
+    checkpoint_every: int = 100
+    resume: bool = False
+    seed: int | None = None
+    callbacks: Sequence[Callable] = ()
+    progress: bool | None = None
+    clip_grad_norm: float | None = None
+    max_seconds: float | None = None
+
+    def __post_init__(self):
+        check_int("steps", self.steps, 1)
+        check_int("batch_size", self.batch_size, 1)
+        check_int("checkpoint_every", self.checkpoint_every, 1)
+        check_positive("lr", self.lr)
+        if self.clip_grad_norm is not None:
+            check_positive("clip_grad_norm", self.clip_grad_norm)
+        if self.max_seconds is not None and not self.max_seconds > 0:
+            raise ConfigError(f"max_seconds must be > 0, got {self.max_seconds}")
+
+    @classmethod
+    def split(cls, options: "TrainOptions | None", keywords: dict) -> tuple["TrainOptions", dict]:
+        """``(training options, the other keywords)`` from a call's keywords: the keywords named
+        like a field of this class build the options (refused when ``options`` is also given)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        mine = {k: keywords[k] for k in keywords if k in names}
+        rest = {k: v for k, v in keywords.items() if k not in names}
+        if options is None:
+            return cls(**mine), rest
+        if mine:
+            raise ConfigError(f"pass training options either as options=TrainOptions(...) or as keywords, not both ({', '.join(mine)})")
+        if not isinstance(options, cls):
+            raise ConfigError(f"options must be an alws.TrainOptions, got {type(options).__name__}")
+        return options, rest
+
+    def describe(self) -> dict:
+        """What of these options a checkpoint must match to be resumed."""
+        optimizer = self.optimizer if isinstance(self.optimizer, str) else getattr(self.optimizer, "__qualname__", repr(self.optimizer))
+        return {"batch_size": self.batch_size, "lr": self.lr, "optimizer": optimizer, "seed": self.seed, "clip_grad_norm": self.clip_grad_norm}
+
+
+class Objective:
+    """One training method on the shared loop.
+
+    Subclasses set :attr:`name` and implement :meth:`modules`, :meth:`parameters` (what the
+    default :meth:`configure` optimises), :meth:`step` and :meth:`describe`; they may override
+    :meth:`prepare` (check and place the data), :meth:`configure` (several optimisers) and
+    :meth:`stateful` (other checkpointed state).
+    """
+
+    #: Shown on the progress bar.
+    name: str = "objective"
+
+    def modules(self) -> Mapping[str, nn.Module]:
+        """``name -> module`` whose state is checkpointed."""
+        raise NotImplementedError
+
+    def parameters(self) -> list[torch.Tensor]:
+        """The tensors the default optimiser trains."""
+        raise NotImplementedError
+
+    def stateful(self) -> Mapping[str, object]:
+        """Other checkpointed objects (``state_dict`` / ``load_state_dict``)."""
+        return {}
+
+    def describe(self) -> dict:
+        """JSON-able settings a checkpoint must match to be resumed."""
+        raise NotImplementedError
+
+    def prepare(self, data) -> torch.Tensor:
+        """``data`` checked (finite, non-empty) and as a tensor ``[M, ...]`` on the right device."""
+        return check_data(data)
+
+    def configure(self, options: TrainOptions) -> dict[str, torch.optim.Optimizer]:
+        """Build the optimisers (once, before the first step) and keep what :meth:`step` needs."""
+        self.clip_grad_norm = options.clip_grad_norm
+        self.optimizer = make_optimizer(options.optimizer, self.parameters(), options.lr)
+        return {"optimizer": self.optimizer}
+
+    def step(self, batch: torch.Tensor, context: Trainer) -> dict:
+        """One optimiser step on ``batch [B, ...]``; returns the step's record (with ``loss``).
+        ``context`` is the running :class:`~alws.training.Trainer` (its ``data``, ``sampler``)."""
+        raise NotImplementedError
+
+
+def train(objective: Objective, data, options: TrainOptions | None = None, started: float | None = None) -> History:
+    """Train ``objective`` on ``data`` with ``options`` on the shared loop; returns its history.
+
+    ``started``: a ``time.perf_counter()`` reading from which ``options.max_seconds`` counts
+    (default: now); pass the time the public entry was called so that the budget covers set-up.
+    """
+    started = time.perf_counter() if started is None else started
+    options = options if options is not None else TrainOptions()
+    if not isinstance(objective, Objective):
+        raise ConfigError(f"train needs an alws Objective, got {type(objective).__name__}")
+    data = objective.prepare(data)
+    optimizers = objective.configure(options)
+    modules = dict(objective.modules())
+    trainer = Trainer(
+        modules=modules,
+        optimizers=optimizers,
+        stateful=objective.stateful(),
+        data=data,
+        batch_size=options.batch_size,
+        fingerprint=fingerprint(modules, {**objective.describe(), **options.describe()}),
+        checkpoint=options.checkpoint,
+        checkpoint_every=options.checkpoint_every,
+        resume=options.resume,
+        seed=options.seed,
+        callbacks=with_time_budget(options.callbacks, options.max_seconds, started),
+        progress=options.progress,
+        description=objective.name,
+    )
+    return trainer.run(lambda batch, index: objective.step(batch, trainer), options.steps)
