@@ -40,8 +40,9 @@ from .kernel_learning import KernelLearning
 from .kernels import make_kernel, median_heuristic
 from .model import check_model, exponential_family, trainable_parameters
 from .objective import Objective, TrainOptions, train
-from .regression import BACKENDS, check_exact_memory, choose_backend, make_regressor, select_hyperparameters, Selection
+from .regression import BACKENDS, check_exact_memory, choose_backend, make_regressor, select_among, Selection
 from .seeding import seeded
+from .target_paths import ExponentialFamilyPath, LogJointPath, TargetPath
 from .training import History, guarded_step
 from .validation import check_choice, check_data, check_int, check_positive, tree_map
 
@@ -64,7 +65,13 @@ class ALWS:
     kernel ``k``, kernel ridge regression is linear in its targets: its prediction at the wake
     points is ``A^T T`` with ``A = (K + N lambda I)^-1 k(X, X*)``. The weights ``A`` are computed
     once per step without autograd, and the step's loss is ``-sum_n W_n . T_n(theta)`` with
-    ``W = A R`` (``R`` the wake statistics): one forward and backward over the sleep samples.
+    ``W = A R``: one forward and backward over the sleep samples. The targets ``T`` and wake
+    statistics ``R`` come from the target path in use (:mod:`alws.target_paths`: the log-joint, or
+    the exponential family's natural parameters); the path, bandwidth and ridge are chosen by
+    leave-one-out error (:func:`alws.regression.select_among`), the regression itself is one of
+    :data:`alws.regression.BACKENDS`, and a learned kernel is trained by
+    :class:`alws.kernel_learning.KernelLearning`. This class wires them together for one step:
+    sleep, (re)select, fit, weigh.
 
     Args:
         model: a model following :mod:`alws.model`'s protocol.
@@ -187,6 +194,10 @@ class ALWS:
         self.center = center
         self.ef = _exponential_family_terms(model, exponential_family)
         self.ef_setting = exponential_family
+        #: the target paths this model allows, by ``exponential_family``
+        self.paths: dict[bool, TargetPath] = {False: LogJointPath(model)}
+        if self.ef is not None:
+            self.paths[True] = ExponentialFamilyPath(self.ef)
         self.exponential_family_path = False  # set by each selection
         device = next(model.parameters()).device
         self.features = self._resolve_features(features, feature_dim, device)
@@ -313,19 +324,19 @@ class ALWS:
                 phi = self.features(x)
             return phi.reshape(x.shape[0], -1).to(torch.float64)
 
+    @property
+    def path(self) -> TargetPath:
+        """The target path in use (chosen by the last selection; see :mod:`alws.target_paths`)."""
+        return self.paths[self.exponential_family_path]
+
     def targets(self, z, x: torch.Tensor) -> torch.Tensor:
         """Sleep targets ``T(theta) [N, q]`` of the current path (differentiable in the parameters)."""
         with _diverged_distributions("log_joint"):
-            if self.exponential_family_path:
-                return self.ef.targets(z)
-            return self.model.log_joint(z, x).reshape(-1, 1)
+            return self.path.targets(z, x)
 
     def statistics(self, x_wake: torch.Tensor) -> torch.Tensor:
         """Wake statistics ``[B, q]`` paired with the targets: ``1`` or ``[1, S(x*)]``."""
-        with torch.no_grad():
-            if self.exponential_family_path:
-                return self.ef.statistics(x_wake).to(torch.float64)
-            return torch.ones(x_wake.shape[0], 1, dtype=torch.float64, device=x_wake.device)
+        return self.path.statistics(x_wake)
 
     def _directional(self, t: torch.Tensor, n_directions: int) -> torch.Tensor:
         """``[n, n_directions, q]``: ``v . grad_theta t_nj`` for random directions ``v`` (double backward)."""
@@ -350,12 +361,11 @@ class ALWS:
         """
         forced = self._forced_path()
         allow_ef, allow_plain = forced in (None, True), forced in (None, False)
+        fast = self.paths.get(True)
         with torch.enable_grad():
-            if self.ef is not None:
-                t = self.ef.targets(z)
-                stats = self.ef.statistics(x).detach().to(torch.float64)
-            else:
-                t, stats = self.model.log_joint(z, x).reshape(-1, 1), None
+            # the fast path's targets when the model has them: the plain path's follow by contraction
+            t = (fast or self.paths[False]).targets(z, x)
+            stats = None if fast is None else fast.statistics(x)
             try:
                 y = self._directional(t, n_directions)
             except RuntimeError:
@@ -410,19 +420,11 @@ class ALWS:
         if len(bandwidths) == 1 and len(ridges) == 1 and single_path:
             self.exponential_family_path = self._forced_path()
             return Selection(bandwidths[0], ridges[0], math.nan, 0, multiplier=bandwidths[0] / median)
-        best = None
-        for use_ef, y, stats in self.selection_candidates(tree_map(lambda leaf: leaf[:n], z), x_sleep[:n]):
-            sel = select_hyperparameters(phi_sleep[:n], y, self.kernel, bandwidths, ridges, self.center, stats)
-            if best is None or sel.loo_error < best[1].loo_error:
-                best = (use_ef, sel)
-        self.exponential_family_path = best[0]
-        sel = best[1]
-        scale = 1.0
-        if self.fixed_ridge is None and not learned and n < phi_sleep.shape[0]:
-            # The subsample chose the absolute ridge n * lambda; keep it for all N samples, so
-            # lambda shrinks as N grows (a lambda tuned on n points over-smooths at N > n).
-            scale = n / phi_sleep.shape[0]
-        return dataclasses.replace(sel, ridge=sel.ridge * scale, ridge_scale=scale, multiplier=sel.bandwidth / median)
+        candidates = self.selection_candidates(tree_map(lambda leaf: leaf[:n], z), x_sleep[:n])
+        rescale = self.fixed_ridge is None and not learned  # a subsample's ridge, kept absolute for all N
+        self.exponential_family_path, sel = select_among(phi_sleep[:n], candidates, self.kernel, bandwidths, ridges, self.center,
+                                                         n_total=phi_sleep.shape[0] if rescale else None)
+        return dataclasses.replace(sel, multiplier=sel.bandwidth / median)
 
     def _forced_path(self) -> bool | None:
         """The path when it is not chosen by leave-one-out error: ``True`` (exponential family),
@@ -502,7 +504,7 @@ class ALWS:
             "jitter": self.regressor.jitter,
             "loo_error": sel.loo_error,
             "selected": selected,
-            "path": "exponential-family" if self.exponential_family_path else "log-joint",
+            "path": self.path.name,
         }
         if self.kernel_learning is not None:
             record["kernel_error"] = self.kernel_learning.error

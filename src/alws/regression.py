@@ -21,6 +21,8 @@ Back-ends:
 """
 from __future__ import annotations
 
+import dataclasses
+
 import math
 import os
 from dataclasses import dataclass, field
@@ -41,6 +43,7 @@ __all__ = [
     "make_regressor",
     "loo_errors",
     "Selection",
+    "select_among",
     "select_hyperparameters",
 ]
 
@@ -280,3 +283,27 @@ def select_hyperparameters(x, y, kernel, bandwidths, ridges, center=True, statis
     i, j = divmod(flat, errors.shape[1])
     grid = {"bandwidths": [float(b) for b in bandwidths], "ridges": [float(r) for r in ridges], "loo_errors": errors.tolist()}
     return Selection(float(bandwidths[i]), float(list(ridges)[j]), float(errors[i, j]), x.shape[0], grid)
+
+
+def select_among(x: torch.Tensor, candidates, kernel, bandwidths, ridges, center: bool = True, n_total: int | None = None):
+    """Leave-one-out selection over several regression problems on the same inputs ``x [n, D]``.
+
+    ``candidates``: ``[(key, y, statistics)]`` (see :func:`loo_errors` for ``y`` and
+    ``statistics``), e.g. one per target path. Returns ``(key, selection)`` of the candidate and
+    ``(bandwidth, ridge)`` with the smallest error. With ``n_total > n`` (the grid was searched on a
+    subsample of ``n`` of ``n_total`` points) the ridge is rescaled by ``n / n_total``: the absolute
+    ridge ``n lambda`` is kept, so ``lambda`` shrinks as ``N`` grows (a ``lambda`` tuned on ``n``
+    points over-smooths at ``N > n``).
+    """
+    best = None
+    for key, y, statistics in candidates:
+        selection = select_hyperparameters(x, y, kernel, bandwidths, ridges, center, statistics)
+        if best is None or selection.loo_error < best[1].loo_error:
+            best = (key, selection)
+    if best is None:
+        raise ValueError("select_among needs at least one candidate")
+    key, selection = best
+    if n_total is not None and n_total > x.shape[0]:
+        scale = x.shape[0] / n_total
+        selection = dataclasses.replace(selection, ridge=selection.ridge * scale, ridge_scale=scale)
+    return key, selection
