@@ -27,6 +27,7 @@ __version__ = "0.1.0"
 #: Public name -> the module that defines it.
 _LAZY = {
     "ALWS": "learner",
+    "ALWSObjective": "learner",
     "fit": "learner",
     "gradient": "learner",
     "check_model": "model",
@@ -44,6 +45,7 @@ _SUBMODULES = {
 
 __all__ = [
     "ALWS",
+    "ALWSObjective",
     "fit",
     "gradient",
     "check_model",
