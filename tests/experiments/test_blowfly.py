@@ -165,3 +165,21 @@ def test_a_binary_file_is_named_as_not_a_csv(tmp_path):
     path.write_bytes(bytes(range(256)) * 4)
     with pytest.raises(DataError, match="is not a text CSV file"):
         blowfly.load_counts(path)
+
+
+def test_series_summaries_see_scale_in_levels_only_and_are_standardised_by_the_first_samples():
+    torch.manual_seed(0)
+    model = blowfly.Blowfly(60, 10)
+    _, x = model.sample(40)
+    s = blowfly.series_summaries(x)
+    assert s.shape == (40, 8 + len(blowfly.SUMMARY_LAGS)) and torch.isfinite(s).all()
+    scaled = blowfly.series_summaries(3.0 * x)
+    levels = [0, 2, 3, 4, 5, 6]  # mean and quantiles of the log counts
+    assert torch.allclose(scaled[:, levels] - s[:, levels], torch.full_like(s[:, levels], math.log(3.0)), atol=1e-9)
+    others = [i for i in range(s.shape[1]) if i not in levels]
+    assert torch.allclose(scaled[:, others], s[:, others], atol=1e-9)  # spread, autocorrelations, changes
+    features = blowfly.SummaryFeatures(60)
+    features.initialise(x)
+    phi = features(x)
+    assert torch.allclose(phi.mean(0), torch.zeros(phi.shape[1], dtype=phi.dtype), atol=1e-9)
+    assert torch.allclose(phi.std(0)[phi.std(0) > 0], torch.ones(1, dtype=phi.dtype), atol=1e-6)
