@@ -175,6 +175,7 @@ def test_training_history_is_streamed_and_plotted_even_for_an_interrupted_run(tm
     history = out / "checkpoints" / "alws.history.jsonl"
     lines = [json.loads(line) for line in history.read_text().splitlines()]
     assert [r["step"] for r in lines] == list(range(1, len(lines) + 1)) and "loss" in lines[0]
+    assert any("test_ll" in r for r in lines)  # the experiment's metric, added by its callback, is streamed too
     with history.open("a") as handle:
         handle.write('{"step": 99, "lo')  # a line cut off by a kill
     assert main(["plot", str(out)]) == 0

@@ -439,13 +439,6 @@ class Trainer:
                     raise failure from error
                 record = {"step": step, **record, "time": time.perf_counter() - start}
                 self.history.append(record)
-                if stream is not None:
-                    stream.write(json.dumps(record, default=float) + "\n")
-                    stream.flush()
-                if board is not None:
-                    for key, value in record.items():
-                        if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "step":
-                            board.add_scalar(key, value, step)
                 self.step = step
                 consistent = True
                 bar.update(1, **({"loss": f"{record['loss']:.4g}"} if isinstance(record.get("loss"), float) else {}))
@@ -455,6 +448,14 @@ class Trainer:
                         callback(step, record)
                     except StopTraining:
                         stop = True
+                # streamed after the callbacks, which may add the experiment's metrics to the record
+                if stream is not None:
+                    stream.write(json.dumps(record, default=float) + "\n")
+                    stream.flush()
+                if board is not None:
+                    for key, value in record.items():
+                        if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "step":
+                            board.add_scalar(key, value, step)
                 if self.checkpoint is not None and (step % self.checkpoint_every == 0 or step == steps or stop):
                     self.save()
                 if stop:
