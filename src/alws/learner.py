@@ -233,6 +233,11 @@ class ALWS:
         return features
 
     def _resolve_kernel_learning(self, learn: bool | str, schedule: dict) -> KernelLearning | None:
+        # what a kernel learns to predict (and kernel_targets gives): the fast path's targets,
+        # functions of z only, the better objective even where the plain path is forced for the
+        # gradient (they predict the same conditional expectations); log p(z, x) without the hooks
+        terms = self.ef if self.ef is not None else exponential_family(self.model)
+        self._learning_path = self.paths[False] if terms is None else ExponentialFamilyPath(terms)
         trainable = isinstance(self.features, nn.Module) and any(p.requires_grad for p in self.features.parameters())
         if learn is True and not trainable:
             raise ValueError(
@@ -241,9 +246,6 @@ class ALWS:
             )
         if learn is False or not trainable:
             return None
-        # the fast path's targets are functions of z only: the better objective even where the
-        # plain path is forced for the gradient (they predict the same conditional expectations)
-        self._learning_terms = exponential_family(self.model)
         return KernelLearning(self.features, self.kernel, **schedule)
 
     # -- configuration -------------------------------------------------------------------------
@@ -383,17 +385,16 @@ class ALWS:
         (float64, no gradient): see ``kernel_objective``. At most 256 target columns, a random subset
         when there are more."""
         z, x = self.sleep(n)
-        ef = self.ef if self.ef is not None else self._learning_terms
         if self.kernel_objective == "directional":
             with torch.enable_grad():
-                t = ef.targets(z) if ef is not None else self.model.log_joint(z, x).reshape(-1, 1)
+                t = self._learning_path.targets(z, x)
                 try:
                     y = self._directional(t, 2).reshape(n, -1)
                 except RuntimeError:  # no double backward: the values stand in
                     y = t
         else:
             with torch.no_grad():
-                y = ef.targets(z) if ef is not None else self.model.log_joint(z, x).reshape(-1, 1)
+                y = self._learning_path.targets(z, x)
         y = y.detach().reshape(n, -1).to(torch.float64)
         if y.shape[1] > 256:
             y = y[:, torch.randperm(y.shape[1], device=y.device)[:256]]
