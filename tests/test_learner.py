@@ -116,6 +116,36 @@ def test_selection_records_hyperparameters_and_effective_sample_size(linear_gaus
         assert 1 <= r["ess"] <= 300
 
 
+def test_the_bandwidth_is_raised_until_the_data_is_within_reach(linear_gaussian_data):
+    _, data, model = linear_gaussian_data
+    far = data[:1] + 6.0  # beyond a narrow kernel's reach of every sleep sample
+    narrow = dict(n_sleep=200, regression="exact", bandwidth_grid=(0.02,), select_every=0)
+
+    def weighted_mean_distance(learner):
+        """Distance from the data to the weight-averaged sleep sample, and to the plain mean."""
+        torch.manual_seed(0)
+        z, x, phi_wake, record = learner.prepare(far)
+        a = learner.wake_weights(phi_wake)[:, 0]
+        x = x.double()
+        return float((far.double() - a @ x).norm()), float((far.double() - x.mean(0)).norm()), record, x
+
+    off, mean_off, record_off, _ = weighted_mean_distance(ALWS(model, reach=0, **narrow))
+    assert record_off["reach_bandwidth"] == 0 and off == pytest.approx(mean_off)  # uniform weights: the data unseen
+    learner = ALWS(model, **narrow)
+    on, mean_on, record, x = weighted_mean_distance(learner)
+    assert learner.reach == 15  # ceil(sqrt(200))
+    assert record["bandwidth"] == record["reach_bandwidth"] > 0
+    assert on < mean_on - 0.1  # the weights lean towards the data (uniform weights: on == mean_on)
+    within = (torch.cdist(far.double(), x) <= 2.0 * record["bandwidth"] * (1 + 1e-9)).sum()
+    assert int(within) >= 15
+
+
+def test_the_reach_leaves_a_well_placed_bandwidth_alone(linear_gaussian_data):
+    _, data, model = linear_gaussian_data
+    records = [ALWS(model, n_sleep=300, regression="exact").loss(data[:50])[1] for _ in range(3)]
+    assert all(0 < r["reach_bandwidth"] < r["bandwidth"] for r in records)
+
+
 class HeavyNormaliser(alws.LatentVariableModel):
     """z ~ N(0,1), x | z ~ N(z, 1), plus a parameter-dependent constant c(theta) = -50 theta^2 in
     log_joint (a log-normaliser). d/dtheta log p(x) = -100 theta exactly (the rest does not depend

@@ -54,6 +54,8 @@ DEFAULT_BANDWIDTH_GRID = (0.25, 0.5, 1.0, 2.0)
 DEFAULT_RIDGE_GRID = (1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
 #: ``features="auto"`` learns a linear projection when ``x`` has more than this many numbers.
 AUTO_FEATURES_MIN_DIM = 12
+#: ``reach``: the median wake point keeps ``reach`` sleep samples within this many bandwidths
+REACH_RADIUS = 2.0
 #: ... to this many features.
 AUTO_FEATURES_DIM = 16
 
@@ -109,6 +111,14 @@ class ALWS:
             features (pooling keeps the data inside the kernel's reach early in training).
         ridge_grid: candidate ridge values ``lambda > 0``.
         select_every: re-select hyper-parameters every so many steps (0: only at the first).
+        reach: the bandwidth is raised, at every step, until the median wake point has ``reach``
+            sleep samples within two bandwidths (kernel value at least ``exp(-2)`` for the
+            Gaussian); ``"auto"``: ``ceil(sqrt(N))``; 0: never raised; a fixed ``bandwidth`` is
+            never raised. Without it, a model that drifts away from the data between two
+            selections leaves the data beyond the kernel's reach: every weight becomes ``1/N``,
+            the gradient is the mean of the sleep samples' own scores (zero on average, pure
+            noise), and the parameters random-walk (measured on the blowfly: ESS 1000 of 1000
+            from step 1041 to 1100, then the death rate ran from 0.18 to 11).
         select_max: leave-one-out selection uses at most this many sleep samples ``n``; when
             ``n < N`` the chosen ridge is rescaled to ``lambda * n / N`` (same absolute ridge).
         n_features: random Fourier features ``M`` (``rff``) or inducing points (``nystrom``).
@@ -151,6 +161,7 @@ class ALWS:
         ridge_grid: Iterable[float] = DEFAULT_RIDGE_GRID,
         select_every: int = 100,
         select_max: int = 500,
+        reach: int | str = "auto",
         n_features: int = 1000,
         exponential_family: bool | str = "auto",
         center: bool = True,
@@ -170,6 +181,10 @@ class ALWS:
             check_positive("every ridge (lambda) in ridge_grid", value)
         check_int("select_every", select_every, 0)
         check_int("select_max", select_max, 2)
+        if reach == "auto":
+            reach = math.ceil(math.sqrt(n_sleep))
+        check_int("reach (sleep samples within two bandwidths of the median wake point)", reach, 0)
+        self.reach = min(reach, n_sleep)
         check_int("n_features", n_features, 2)
         check_int("chunk_size", chunk_size, 1)
         check_int("feature_dim", feature_dim, 1)
@@ -445,6 +460,14 @@ class ALWS:
         n = min(self.select_max, phi_sleep.shape[0], 200 if self.kernel_learning is not None else phi_sleep.shape[0])
         return median_heuristic(torch.cat([phi_sleep[:n], phi_wake[: max(1, n // 4)]], 0))
 
+    def _reach_bandwidth(self, phi_sleep: torch.Tensor, phi_wake: torch.Tensor, max_wake: int = 256) -> float:
+        """The smallest bandwidth at which the median of (at most ``max_wake``) wake points has
+        ``reach`` sleep samples within :data:`REACH_RADIUS` bandwidths: the median distance from
+        a wake feature to its ``reach``-th nearest sleep feature, over the radius."""
+        distances = torch.cdist(phi_wake[:max_wake].to(phi_sleep.dtype), phi_sleep)  # [B, N]
+        kth = distances.kthvalue(self.reach, dim=1).values
+        return float(kth.median()) / REACH_RADIUS
+
     def _learned_ridge(self) -> float:
         """The learned ``lambda`` rescaled from the kernel learner's ``n`` points to ``N`` (same absolute ridge)."""
         return self.kernel_learning.ridge * self.kernel_learning.samples / self.n_sleep
@@ -498,9 +521,12 @@ class ALWS:
                 bandwidth, ridge = median * self.kernel_learning.bandwidth_multiplier, self._learned_ridge()
             elif self.fixed_bandwidth is None:
                 bandwidth = median * sel.multiplier
+        reach_bandwidth = self._reach_bandwidth(phi_sleep, phi_wake) if self.reach and self.fixed_bandwidth is None else 0.0
+        bandwidth = max(bandwidth, reach_bandwidth)
         self.regressor.fit(phi_sleep, bandwidth, ridge)
         record = {
             "bandwidth": bandwidth,
+            "reach_bandwidth": reach_bandwidth,
             "ridge": ridge,
             "jitter": self.regressor.jitter,
             "loo_error": sel.loo_error,
@@ -557,7 +583,7 @@ class ALWS:
         warnings.warn(
             f"every one of the {self.n_sleep} sleep samples carries the same weight (effective number {ess:.0f}): the data "
             "lie beyond the kernel's reach of the model's samples, so this gradient only matches averages. Start the model "
-            "closer to the data, or widen the bandwidth grid (bandwidth_grid=...)",
+            "closer to the data, widen the bandwidth grid (bandwidth_grid=...) or leave reach on (reach='auto')",
             RuntimeWarning, stacklevel=3,
         )
 

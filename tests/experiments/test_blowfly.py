@@ -172,12 +172,14 @@ def test_series_summaries_see_scale_in_levels_only_and_are_standardised_by_the_f
     model = blowfly.Blowfly(60, 10)
     _, x = model.sample(40)
     s = blowfly.series_summaries(x)
-    assert s.shape == (40, 8 + len(blowfly.SUMMARY_LAGS)) and torch.isfinite(s).all()
+    assert s.shape == (40, 13 + len(blowfly.SUMMARY_LAGS)) and torch.isfinite(s).all()
     scaled = blowfly.series_summaries(3.0 * x)
     levels = [0, 2, 3, 4, 5, 6]  # mean and quantiles of the log counts
     assert torch.allclose(scaled[:, levels] - s[:, levels], torch.full_like(s[:, levels], math.log(3.0)), atol=1e-9)
     others = [i for i in range(s.shape[1]) if i not in levels]
     assert torch.allclose(scaled[:, others], s[:, others], atol=1e-9)  # spread, autocorrelations, changes
+    decline = 1000.0 * torch.exp(-0.2 * torch.arange(60.0, dtype=torch.float64))[None]  # a death-only series
+    assert torch.allclose(blowfly.series_summaries(decline)[0, -5:], torch.full((5,), -0.2, dtype=torch.float64), atol=1e-9)
     features = blowfly.SummaryFeatures(60)
     features.initialise(x)
     phi = features(x)

@@ -21,6 +21,20 @@ def test_image_model_follows_the_protocol_with_both_likelihoods_and_generators(l
     assert model.rsample(4).requires_grad
 
 
+@pytest.mark.parametrize("generator", ["mlp", "dcgan"])
+def test_init_scale_widens_how_much_the_image_depends_on_z(generator):
+    def spread(scale):
+        torch.manual_seed(0)
+        model = ImageModel((1, 8, 8), latent_dim=3, likelihood="bernoulli", generator=generator, hidden=16, init_scale=scale)
+        with torch.no_grad():
+            return model.generator(torch.randn(200, 3)).std(0).mean()
+
+    assert spread(10.0) > 5 * spread(1.0)
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(ValueError, match="init_scale"):
+            ImageModel((1, 8, 8), init_scale=bad)
+
+
 def test_smoke_runs_of_alws_and_a_baseline_write_the_table_and_the_grid(tmp_path):
     from alws.experiments.base import run_experiment
 

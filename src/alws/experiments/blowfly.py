@@ -99,9 +99,11 @@ SUMMARY_LAGS = tuple(range(1, 11))
 
 
 def series_summaries(x: torch.Tensor) -> torch.Tensor:
-    """``[n, 8 + len(SUMMARY_LAGS)]`` summaries of series ``x [n, T]`` (counts), all of the log
+    """``[n, 13 + len(SUMMARY_LAGS)]`` summaries of series ``x [n, T]`` (counts), all of the log
     counts: mean, standard deviation, the 10/25/50/75/90% quantiles, the autocorrelations at
-    :data:`SUMMARY_LAGS` and the mean absolute daily change. None depends on where in the series a
+    :data:`SUMMARY_LAGS`, the mean absolute daily change and the same five quantiles of the daily
+    change (its lower tail is the death noise: on a day without births the log count falls by
+    ``delta eps_t``; its upper tail the birth noise). None depends on where in the series a
     population cycle falls, which a kernel on whole series does."""
     logs = torch.log(x.to(torch.float64).clamp_min(1e-3))
     mean = logs.mean(1, keepdim=True)
@@ -110,8 +112,9 @@ def series_summaries(x: torch.Tensor) -> torch.Tensor:
     levels = torch.tensor([0.1, 0.25, 0.5, 0.75, 0.9], dtype=torch.float64, device=x.device)
     quantiles = torch.quantile(logs, levels, dim=1).T
     acf = torch.stack([(centred[:, k:] * centred[:, :-k]).mean(1) / var for k in SUMMARY_LAGS if k < x.shape[1]], 1)
-    change = (logs[:, 1:] - logs[:, :-1]).abs().mean(1, keepdim=True)
-    return torch.cat([mean, var.sqrt()[:, None], quantiles, acf, change], 1)
+    change = logs[:, 1:] - logs[:, :-1]
+    change_quantiles = torch.quantile(change, levels, dim=1).T
+    return torch.cat([mean, var.sqrt()[:, None], quantiles, acf, change.abs().mean(1, keepdim=True), change_quantiles], 1)
 
 
 class SummaryFeatures(FeatureMap):
@@ -119,7 +122,7 @@ class SummaryFeatures(FeatureMap):
     mean and spread over the first sleep samples (fixed thereafter; no training)."""
 
     def __init__(self, n_steps: int):
-        super().__init__((n_steps,), 8 + sum(1 for k in SUMMARY_LAGS if k < n_steps))
+        super().__init__((n_steps,), 13 + sum(1 for k in SUMMARY_LAGS if k < n_steps))
         self.register_buffer("summary_mean", torch.zeros(self.dim, dtype=torch.float64))
         self.register_buffer("summary_scale", torch.ones(self.dim, dtype=torch.float64))
 

@@ -50,6 +50,7 @@ class Config(TrainingConfig):
     latent_dim: int = setting(16, ge=1)
     generator: str = setting("mlp", choices=("mlp", "dcgan"))
     hidden: int = setting(256, ge=1)
+    init_scale: float = setting(1.0, gt=0, about="multiplies the generator's last layer at initialisation, for every method")
     lr: float = 1e-3  # the baselines' learning rate
     alws_lr: float = setting(3e-3, gt=0)
     n_sleep: int = 1000  # 5000 with random features is affordable, but gives ~4x fewer steps per budget
@@ -93,7 +94,7 @@ def _train_method(method: str, config: Config, train: torch.Tensor, likelihood: 
 
     shape = tuple(train.shape[1:])
     with seeded(config.seed):
-        model = ImageModel(shape, config.latent_dim, likelihood, config.generator, config.hidden).to(config.device)
+        model = ImageModel(shape, config.latent_dim, likelihood, config.generator, config.hidden, init_scale=config.init_scale).to(config.device)
     options = ctx.train_options(method, config, checkpoint_every=200, max_seconds=config.seconds_per_method,
                                 **({"lr": config.alws_lr} if method.startswith("alws") else {}))
     start = time.perf_counter()

@@ -53,17 +53,28 @@ class ImageModel(LatentVariableModel):
     or ``N(G(z), sigma^2)`` with one learned ``sigma`` (``"gaussian"``); ``G`` an
     :class:`MLPGenerator` or :class:`DCGANGenerator`. Both likelihoods take the exponential-family
     fast path. ``rsample(n)`` gives the noise-free images (probabilities or means),
-    differentiable in the parameters (for WGAN-GP)."""
+    differentiable in the parameters (for WGAN-GP).
+
+    ``init_scale`` multiplies the generator's last layer at initialisation (weights only). With
+    PyTorch's default initialisation the MLP's outputs vary by about 0.2 across ``z``, so a
+    Bernoulli image hardly depends on ``z``: ALWS's regression of the targets on ``x`` then sees no
+    signal and its gradient only matches the mean image (docs/results.md, Experiment VI)."""
 
     def __init__(self, shape: tuple, latent_dim: int = 16, likelihood: str = "gaussian", generator: str = "mlp", hidden: int = 256,
-                 sigma: float = 0.2):
+                 sigma: float = 0.2, init_scale: float = 1.0):
         super().__init__()
+        if not (math.isfinite(init_scale) and init_scale > 0):
+            raise ValueError(f"init_scale must be a finite number > 0, got {init_scale!r}")
         if likelihood not in ("bernoulli", "gaussian"):
             raise ValueError(f"likelihood must be 'bernoulli' or 'gaussian', got {likelihood!r}")
         if generator not in ("mlp", "dcgan"):
             raise ValueError(f"generator must be 'mlp' or 'dcgan', got {generator!r}")
         self.shape, self.latent_dim, self.kind = tuple(shape), latent_dim, likelihood
         self.generator = MLPGenerator(latent_dim, shape, hidden) if generator == "mlp" else DCGANGenerator(latent_dim, shape)
+        if init_scale != 1.0:
+            last = [m for m in self.generator.modules() if isinstance(m, (nn.Linear, nn.ConvTranspose2d))][-1]
+            with torch.no_grad():
+                last.weight.mul_(init_scale)
         if likelihood == "gaussian":
             self.log_sigma = nn.Parameter(torch.tensor(math.log(sigma)))
 
