@@ -155,6 +155,7 @@ class KernelConfig(ExperimentConfig):
     kernel_lr: float = setting(0.01, gt=0)
     kernel_hyperparameters: str = setting("selection", choices=("selection", "learned"))
     weights: str = setting("krr", choices=("krr", "nonnegative"))
+    stein: bool | list = False  # Stein control variate: True, False or a list of parameter names (see alws.ALWS)
 
     #: feature names an experiment accepts beyond the library's (e.g. its own hand-made features)
     extra_features = ()
@@ -188,6 +189,7 @@ class KernelConfig(ExperimentConfig):
             "kernel_lr": self.kernel_lr,
             "kernel_hyperparameters": self.kernel_hyperparameters,
             "weights": self.weights,
+            "stein": self.stein,
         }
 
 

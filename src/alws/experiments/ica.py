@@ -92,17 +92,20 @@ def match_columns(estimate: torch.Tensor, truth: torch.Tensor) -> tuple[torch.Te
 
 @dataclass
 class Config(TrainingConfig):
-    """Default: 16x16 patches, 16 sources, 10^5 data points, ~5 minutes per method on 2 cores.
+    """Default: 16x16 patches, 16 sources, 10^5 data points, ~10 minutes per method on one core.
 
-    Defaults measured on 4 sources in 8x8 patches (1500 steps, docs/results.md): ``weights`` is
-    ``"nonnegative"``: with the kernel ridge weights as they are (``--set weights='"krr"'``) the
-    run ended at Amari 0.48 / 0.55 (seeds 0 / 1), with the cut weights at 0.18 / 0.14.
+    Defaults measured on 4 sources in 8x8 patches (1500 steps, docs/results.md): ``stein`` is
+    ``["W"]``, the Stein control variate on the mixing matrix (:mod:`alws.stein`): it cuts the
+    error of the gradient's rotation part from 10 times its size to 0.8 times
+    (``benchmarks/ica_rotation_gradient.py``); with it the kernel ridge weights as they are
+    (``weights="krr"``) do best, and sigma no longer collapses. ``--set stein=false --set
+    weights='"nonnegative"'`` is the previous round's default (Amari 0.18 / 0.27, seeds 0 / 1).
     ``features`` is ``"none"`` (the fixed kernel on raw patches): the learned projection
-    (``--set features='"auto"'``), which forces the fast path, drove sigma to 0.0009 (truth 0.1).
+    (``--set features='"auto"'``) drove sigma to 0.0009 (truth 0.1) without the control variate.
     """
 
     features: str = "none"
-    weights: str = "nonnegative"
+    stein: bool | list = setting(default_factory=lambda: ["W"], about="the Stein control variate on W (see alws.stein)")
 
     patch: int = setting(16, ge=1)
     n_sources: int = setting(16, ge=1)
