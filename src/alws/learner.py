@@ -574,24 +574,25 @@ class ALWS:
         if self.stein is None:
             t = self.targets(z, x_sleep)
             loss = -(t * w.to(t.dtype)).sum()
+            record["loss"] = float(loss.detach())
         else:
-            loss = self._stein_loss(z, x_sleep, w)
+            loss, record["loss"] = self._stein_loss(z, x_sleep, w)
         a = w[:, 0]
-        record["loss"] = float(loss.detach()) if self.stein is None else self._surrogate_value
         record["ess"] = float(a.abs().sum() ** 2 / (a * a).sum().clamp_min(1e-300))
         self._warn_if_out_of_reach(record["ess"], phi_wake)
         return loss, record
 
-    def _stein_loss(self, z: torch.Tensor, x_sleep: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    def _stein_loss(self, z: torch.Tensor, x_sleep: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, float]:
         """The surrogate loss with the Stein correction: minus ``sum_n w_n . T_n`` plus
-        ``theta . C vec(S)`` (``C vec(S)`` detached), whose gradient is minus the corrected estimate."""
+        ``theta . C vec(S)`` (``C vec(S)`` detached), whose gradient is minus the corrected
+        estimate; and the value of the uncorrected surrogate (what the history records)."""
         self.stein.fit(z)
         z_grad = z.detach().clone().requires_grad_(True)
         t = self.targets(z_grad, x_sleep)
         surrogate = (t * w.to(t.dtype)).sum()
         corrections = self.stein.correction(z_grad, surrogate, w[:, 0].sum())
-        self._surrogate_value = float(-surrogate.detach())
-        return -surrogate + sum((p * c.detach()).sum() for p, c in zip(self.stein._parameters(), corrections))
+        loss = -surrogate + sum((p * c.detach()).sum() for p, c in zip(self.stein.parameters(), corrections))
+        return loss, float(-surrogate.detach())
 
     def wake_weights(self, phi_wake: torch.Tensor, record: dict | None = None) -> torch.Tensor:
         """``A [N, B]``: each wake point's weights over the sleep samples (columns sum to one with

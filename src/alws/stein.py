@@ -74,14 +74,15 @@ class SteinControlVariate:
                               "(discrete latents or several latent blocks have no Stein identity here)")
         return math.prod(z.shape[1:])
 
-    def _parameters(self):
+    def parameters(self) -> list:
+        """The corrected parameters, in the model's order."""
         return [p for name, p in trainable_parameters(self.model) if name in self.names]
 
     def fit(self, z: torch.Tensor) -> None:
         """Fit ``C`` on (at most ``samples`` of) the sleep latents ``z [N, ...]``."""
         k = self.latent_dim(z)
         n = min(len(z), self.samples or max(32, 2 * k))
-        params = self._parameters()
+        params = self.parameters()
         z = z[:n].detach().clone().requires_grad_(True)
         with torch.enable_grad():
             eta = self.natural_params(z).reshape(n, -1)  # [n, q]
@@ -120,7 +121,7 @@ class SteinControlVariate:
         S = flat_score.T @ flat_z + mass * torch.eye(flat_z.shape[1], dtype=torch.float64, device=flat_z.device)
         c = self.coefficients @ S.reshape(-1)
         out, start = [], 0
-        for p in self._parameters():
+        for p in self.parameters():
             out.append(c[start : start + p.numel()].reshape(p.shape).to(p.dtype))
             start += p.numel()
         return out
