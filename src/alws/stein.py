@@ -29,7 +29,13 @@ import torch
 from .errors import ConfigError
 from .model import trainable_parameters
 
-__all__ = ["SteinControlVariate"]
+__all__ = ["SteinControlVariate", "check_stein_setting"]
+
+
+def check_stein_setting(value) -> None:
+    """Refuse a ``stein`` value other than ``True``, ``False`` or a non-empty list of names."""
+    if not (value is True or value is False or (isinstance(value, (list, tuple)) and value and all(isinstance(n, str) for n in value))):
+        raise ConfigError(f"stein must be True, False or a list of parameter names, got {value!r}")
 
 
 class SteinControlVariate:

@@ -85,7 +85,7 @@ def test_the_default_fixed_kernel_lowers_the_amari_distance(tmp_path):
 
 @pytest.mark.parametrize("override, message", [
     ("noise=-0.1", "noise must be >= 0"), ("n_sources=300", "cannot exceed"), ("patch=0", "patch must be >= 1"),
-    ("n_source=3", "valid keys: .*n_sources"), ('stein="W"', "stein must be true, false or a list"),
+    ("n_source=3", "valid keys: .*n_sources"), ('stein="W"', "stein must be True, False or a list"),
 ])
 def test_config_errors(override, message):
     from alws.experiments.base import load_experiment, resolve_config

@@ -174,8 +174,9 @@ class KernelConfig(ExperimentConfig):
             make_kernel(self.kernel)
         except ValueError as error:
             raise ConfigError(str(error)) from None
-        if not (isinstance(self.stein, bool) or (isinstance(self.stein, list) and self.stein and all(isinstance(n, str) for n in self.stein))):
-            raise ConfigError(f"stein must be true, false or a list of parameter names, got {self.stein!r}")
+        from ..stein import check_stein_setting
+
+        check_stein_setting(self.stein)  # before the run starts, not at the learner's construction
 
     def kernel_options(self, features=None) -> dict:
         """The kernel keywords of :func:`alws.fit`; ``features`` replaces the config's word (for an
