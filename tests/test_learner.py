@@ -204,3 +204,50 @@ def test_nonnegative_weights_are_a_renormalised_cut_of_the_kernel_ridge_weights(
     assert torch.allclose(a, expected)
     with pytest.raises(alws.ConfigError, match="unknown weights 'positive'"):
         ALWS(model, n_sleep=50, weights="positive")
+
+
+def _gradients_of(learner, x, seed):
+    torch.manual_seed(seed)
+    loss, record = learner.loss(x)
+    return dict(zip([n for n, _ in learner.model.named_parameters()], torch.autograd.grad(loss, list(learner.model.parameters())))), record
+
+
+def test_per_parameter_paths_take_each_gradient_from_its_own_path(linear_gaussian_data):
+    _, data, model = linear_gaussian_data
+    x = data[:40]
+    fixed = dict(n_sleep=200, regression="exact", bandwidth=1.3, ridge=1e-3)
+    learner = ALWS(model, exponential_family="per-parameter", select_every=0, **fixed)
+    _gradients_of(learner, x, 3)  # the selection: a path for every parameter tensor
+    assert set(learner.parameter_paths) == {"weight", "bias", "log_sigma"}
+    assert all(isinstance(v, bool) for v in learner.parameter_paths.values())
+    learner.parameter_paths = {"weight": True, "bias": False, "log_sigma": False}  # a mix, whatever was chosen
+    mixed, record = _gradients_of(learner, x, 7)
+    assert record["path"] == "mixed"
+    by_path = {ef: _gradients_of(ALWS(model, exponential_family=ef, **fixed), x, 7)[0] for ef in (True, False)}
+    assert not torch.allclose(by_path[True]["log_sigma"], by_path[False]["log_sigma"], rtol=1e-3)
+    for name, on_fast in learner.parameter_paths.items():
+        assert torch.allclose(mixed[name], by_path[on_fast][name], rtol=1e-5, atol=1e-7), name
+    # the per-point estimates of a mixed step average to its mean gradient
+    torch.manual_seed(7)
+    per_point, record = learner.per_point_gradients(x)
+    assert record["path"] == "mixed"
+    for name, g in mixed.items():
+        assert torch.allclose(-per_point[name].mean(0), g, rtol=1e-4, atol=1e-6), name
+
+
+def test_per_parameter_paths_resume_from_a_checkpoint(linear_gaussian_data):
+    _, data, model = linear_gaussian_data
+    learner = ALWS(model, n_sleep=100, regression="exact", exponential_family="per-parameter")
+    learner.loss(data[:20])
+    learner.parameter_paths = {"weight": False, "bias": True, "log_sigma": False}
+    again = ALWS(model, n_sleep=100, regression="exact", exponential_family="per-parameter")
+    again.load_state_dict(learner.state_dict())
+    assert again.parameter_paths == learner.parameter_paths
+
+
+def test_per_parameter_paths_are_refused_with_stein_and_named_in_errors(linear_gaussian_data):
+    _, _, model = linear_gaussian_data
+    with pytest.raises(alws.ConfigError, match="stein"):
+        ALWS(model, exponential_family="per-parameter", stein=True)
+    with pytest.raises(ValueError, match="per-parameter"):
+        ALWS(model, exponential_family="sometimes")

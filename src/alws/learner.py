@@ -40,7 +40,7 @@ from .kernel_learning import KernelLearning
 from .kernels import make_kernel, median_heuristic
 from .model import check_model, exponential_family, trainable_parameters
 from .objective import Objective, TrainOptions, train
-from .regression import BACKENDS, check_exact_memory, choose_backend, make_regressor, select_among, Selection
+from .regression import BACKENDS, check_exact_memory, choose_backend, loo_errors, make_regressor, select_among, Selection
 from .seeding import seeded
 from .stein import SteinControlVariate, check_stein_setting
 from .target_paths import ExponentialFamilyPath, LogJointPath, TargetPath
@@ -59,6 +59,8 @@ AUTO_FEATURES_MIN_DIM = 12
 REACH_RADIUS = 2.0
 #: ... to this many features.
 AUTO_FEATURES_DIM = 16
+#: ``exponential_family`` value that chooses the target path for each parameter tensor.
+PER_PARAMETER = "per-parameter"
 
 
 class ALWS:
@@ -129,6 +131,13 @@ class ALWS:
             ``log_joint``. The fast path is not always better: with a sharp likelihood its separate
             regressions of ``eta`` and ``Phi`` amplify errors by ``1/sigma^2``. With a learned
             kernel ``"auto"`` takes the fast path whenever the model has the hooks.
+            ``"per-parameter"``: each selection picks the path for every parameter tensor
+            separately, the one with the smaller leave-one-out error of that parameter's
+            directional derivatives (at the bandwidth and ridge chosen for all of them), so that
+            e.g. a noise scale can come from the plain path while the parameters acting on
+            ``z`` come from the fast path (Hodgkin-Huxley, docs/results.md). Costs two
+            double-backward passes per parameter tensor at each selection and, when the paths
+            are mixed, one more backward pass per step. Not combined with ``stein``.
         center: regress ``Y - mean(Y)`` and add the mean back (weights sum to one).
         weights: ``"krr"`` (default): the kernel ridge weights ``A`` as they are; ``"nonnegative"``:
             each wake point's weights with the negative entries cut and renormalised, a smoother
@@ -213,8 +222,8 @@ class ALWS:
         check_choice("kernel_hyperparameters", kernel_hyperparameters, ["selection", "learned"])
         check_choice("weights", weights, ["krr", "nonnegative"])
         self.weight_mode = weights
-        if exponential_family not in ("auto", True, False):
-            raise ValueError(f"exponential_family must be 'auto', True or False, got {exponential_family!r}")
+        if exponential_family not in ("auto", True, False, PER_PARAMETER):
+            raise ValueError(f"exponential_family must be 'auto', True, False or {PER_PARAMETER!r}, got {exponential_family!r}")
         self.model, self.n_sleep = model, n_sleep
         self.kernel = make_kernel(kernel)
         self.fixed_bandwidth, self.fixed_ridge = bandwidth, ridge
@@ -227,6 +236,9 @@ class ALWS:
         if self.ef is not None:
             self.paths[True] = ExponentialFamilyPath(self.ef)
         self.exponential_family_path = False  # set by each selection
+        #: with ``exponential_family="per-parameter"``: ``{name: True (fast path) / False}`` from
+        #: the last selection (every parameter on ``exponential_family_path`` until then)
+        self.parameter_paths: dict[str, bool] = {}
         device = next(model.parameters()).device
         self.features = self._resolve_features(features, feature_dim, device)
         self.kernel_learning = self._resolve_kernel_learning(
@@ -240,6 +252,8 @@ class ALWS:
         self.regressor = make_regressor(backend, self.kernel, n_features, center, chunk_size)
         check_stein_setting(stein)
         self.stein = None
+        if stein is not False and exponential_family == PER_PARAMETER:
+            raise ConfigError(f"stein is not combined with exponential_family={PER_PARAMETER!r}: choose one of them")
         if stein is not False:
             if self.ef is None:
                 raise ConfigError(f"stein=True needs the exponential-family hooks, which {type(model).__name__} lacks (and "
@@ -260,7 +274,7 @@ class ALWS:
             if features == "auto":
                 # Learned low-dimensional features serve regressions of functions of z (the fast
                 # path's targets); the plain path's target log p(z, x) needs all of x.
-                fast_path = self.ef is not None and self.ef_setting in ("auto", True)
+                fast_path = self.ef is not None and self.ef_setting in ("auto", True, PER_PARAMETER)
                 features = "linear" if x_dim > AUTO_FEATURES_MIN_DIM and fast_path else "none"
             features = None if features == "none" else make_features(features, tuple(x.shape[1:]), dim).to(device)
         if features is not None and not callable(features):
@@ -316,6 +330,7 @@ class ALWS:
             "calls": self.calls,
             "selection": None if sel is None else [sel.bandwidth, sel.ridge, sel.loo_error, sel.n_used, sel.multiplier],
             "exponential_family_path": self.exponential_family_path,
+            "parameter_paths": dict(self.parameter_paths),
             "regressor": self.regressor.state_dict() if hasattr(self.regressor, "state_dict") else {},
             # a feature map trained or initialised during the run resumes with it
             "features": self.features.state_dict() if isinstance(self.features, nn.Module) else None,
@@ -328,6 +343,7 @@ class ALWS:
         sel = state["selection"]
         self.selection = None if sel is None else Selection(*sel[:4], multiplier=sel[4] if len(sel) > 4 else math.nan)
         self.exponential_family_path = state["exponential_family_path"]
+        self.parameter_paths = dict(state.get("parameter_paths", {}))
         if hasattr(self.regressor, "load_state_dict"):
             self.regressor.load_state_dict(state["regressor"])
         if state.get("features") is not None and isinstance(self.features, nn.Module):
@@ -373,8 +389,9 @@ class ALWS:
             return self.path.targets(z, x)
 
     def statistics(self, x_wake: torch.Tensor) -> torch.Tensor:
-        """Wake statistics ``[B, q]`` paired with the targets: ``1`` or ``[1, S(x*)]``."""
-        return self.path.statistics(x_wake)
+        """Wake statistics ``[B, q]`` paired with the targets: ``1`` or ``[1, S(x*)]`` (the fast
+        path's when the parameters' paths are mixed)."""
+        return (self.paths[True] if self._mixed_paths() else self.path).statistics(x_wake)
 
     def _directional(self, t: torch.Tensor, n_directions: int) -> torch.Tensor:
         """``[n, n_directions, q]``: ``v . grad_theta t_nj`` for random directions ``v`` (double backward)."""
@@ -461,7 +478,62 @@ class ALWS:
         rescale = self.fixed_ridge is None and not learned  # a subsample's ridge, kept absolute for all N
         self.exponential_family_path, sel = select_among(phi_sleep[:n], candidates, self.kernel, bandwidths, ridges, self.center,
                                                          n_total=phi_sleep.shape[0] if rescale else None)
+        if self.ef_setting == PER_PARAMETER and len(candidates) == 2:
+            self.parameter_paths = self._choose_parameter_paths(tree_map(lambda leaf: leaf[:n], z), x_sleep[:n], phi_sleep[:n],
+                                                                sel.bandwidth, sel.ridge / sel.ridge_scale)
         return dataclasses.replace(sel, multiplier=sel.bandwidth / median)
+
+    def _choose_parameter_paths(self, z, x: torch.Tensor, phi: torch.Tensor, bandwidth: float, ridge: float,
+                                n_directions: int = 2) -> dict[str, bool]:
+        """``{name: True (fast path) / False (plain)}``: for each parameter tensor, the path whose
+        leave-one-out error of that tensor's directional derivatives is smaller at ``(bandwidth,
+        ridge)`` on ``n`` sleep samples (``phi [n, D]`` their centred kernel inputs). The plain
+        path's derivatives are the fast path's contracted with ``[1, S(x_n)]``, as in
+        :meth:`selection_candidates`. Without double backward: ``{}`` (every tensor on the path
+        chosen for all)."""
+        fast = self.paths[True]
+        named = trainable_parameters(self.model)
+        choice: dict[str, bool] = {}
+        with torch.enable_grad():
+            t = fast.targets(z, x)
+            stats = fast.statistics(x)
+            u = torch.zeros_like(t, requires_grad=True)
+            try:
+                grads = torch.autograd.grad(t, [p for _, p in named], u, create_graph=True, allow_unused=True)
+                for (name, _), g in zip(named, grads):
+                    if g is None:  # not in the targets: unused by log_joint
+                        continue
+                    cols = [torch.autograd.grad((g * torch.randn_like(g)).sum(), u, retain_graph=True)[0] for _ in range(n_directions)]
+                    y = torch.stack(cols, 1).detach().to(torch.float64)  # [n, directions, q]
+                    fast_error = loo_errors(phi, y, self.kernel, [bandwidth], [ridge], self.center, stats)[0, 0]
+                    plain_error = loo_errors(phi, torch.einsum("ikq,iq->ik", y, stats), self.kernel, [bandwidth], [ridge], self.center)[0, 0]
+                    choice[name] = bool(fast_error <= plain_error)
+            except RuntimeError:
+                return {}
+        return choice
+
+    def _mixed_paths(self) -> bool:
+        """Whether the last per-parameter selection put some tensors on each path."""
+        return len(set(self.parameter_paths.values())) == 2
+
+    def _mixed_loss(self, z, x_sleep: torch.Tensor, w: torch.Tensor) -> tuple[torch.Tensor, float]:
+        """The surrogate loss when the parameters' paths differ: each tensor's gradient from its
+        own path's surrogate (``w [N, 1 + S]``: the fast path's weights; its first column is the
+        plain path's), returned as ``-sum_p p . g_p`` with ``g_p`` detached; and the value of the
+        surrogate of the path chosen for all (what the history records)."""
+        named = trainable_parameters(self.model)
+        with _diverged_distributions("log_joint"):
+            t_fast = self.paths[True].targets(z, x_sleep)
+            t_plain = self.paths[False].targets(z, x_sleep)
+        surrogates = {True: (t_fast * w.to(t_fast.dtype)).sum(), False: (t_plain * w[:, :1].to(t_plain.dtype)).sum()}
+        loss = 0.0
+        for on_fast in (True, False):
+            chosen = [p for name, p in named if self.parameter_paths.get(name, self.exponential_family_path) == on_fast]
+            grads = torch.autograd.grad(surrogates[on_fast], chosen, allow_unused=True, retain_graph=True) if chosen else []
+            loss = loss - sum((p * g.detach()).sum() for p, g in zip(chosen, grads) if g is not None)
+        if not isinstance(loss, torch.Tensor):  # no parameter reached: keep a differentiable zero
+            loss = surrogates[True] * 0.0
+        return loss, float(-surrogates[self.exponential_family_path].detach())
 
     def _forced_path(self) -> bool | None:
         """The path when it is not chosen by leave-one-out error: ``True`` (exponential family),
@@ -471,6 +543,8 @@ class ALWS:
         every leave-one-out error was near 1, and the generator collapsed)."""
         if self.ef is None or self.ef_setting is False:
             return False
+        if self.ef_setting == PER_PARAMETER:
+            return None
         if self.ef_setting is True or self.kernel_learning is not None:
             return True
         return None
@@ -571,7 +645,10 @@ class ALWS:
                 w = self.regressor.weights(phi_wake, r)
             else:
                 w = self.wake_weights(phi_wake, record) @ r
-        if self.stein is None:
+        if self._mixed_paths():
+            loss, record["loss"] = self._mixed_loss(z, x_sleep, w)
+            record["path"] = "mixed"
+        elif self.stein is None:
             t = self.targets(z, x_sleep)
             loss = -(t * w.to(t.dtype)).sum()
             record["loss"] = float(loss.detach())
@@ -632,15 +709,15 @@ class ALWS:
             w = a.T[:, :, None] * self.statistics(x_wake)[:, None, :]  # [B, N, q]
         if self.stein is not None:
             return self._stein_per_point(z, x_sleep, w, x_wake.shape[0]), record
-        t = self.targets(z, x_sleep)
         named = trainable_parameters(self.model)
         params = [p for _, p in named]
-        w = w.to(t.dtype)
-        try:
-            grads = torch.autograd.grad(t, params, w, is_grads_batched=True, allow_unused=True)
-        except RuntimeError:
-            rows = [torch.autograd.grad(t, params, w[b], retain_graph=True, allow_unused=True) for b in range(w.shape[0])]
-            grads = [None if rows[0][i] is None else torch.stack([row[i] for row in rows]) for i in range(len(params))]
+        if not self._mixed_paths():
+            return _named_gradients(named, _batched_gradients(self.targets(z, x_sleep), params, w), (x_wake.shape[0],)), record
+        record["path"] = "mixed"
+        with _diverged_distributions("log_joint"):
+            by_path = {True: _batched_gradients(self.paths[True].targets(z, x_sleep), params, w),
+                       False: _batched_gradients(self.paths[False].targets(z, x_sleep), params, w[:, :, :1])}
+        grads = [by_path[self.parameter_paths.get(name, self.exponential_family_path)][i] for i, (name, _) in enumerate(named)]
         return _named_gradients(named, grads, (x_wake.shape[0],)), record
 
 
@@ -676,6 +753,17 @@ def _diverged_distributions(where: str):
         raise
 
 
+def _batched_gradients(t: torch.Tensor, params: list, w: torch.Tensor) -> list:
+    """``[grad_p sum_nj w[b, n, j] t[n, j] for b]`` for each parameter (``None`` where unused):
+    one batched backward pass over ``w [B, N, q]``, or one per row where that is unsupported."""
+    w = w.to(t.dtype)
+    try:
+        return list(torch.autograd.grad(t, params, w, is_grads_batched=True, allow_unused=True, retain_graph=True))
+    except RuntimeError:
+        rows = [torch.autograd.grad(t, params, w[b], retain_graph=True, allow_unused=True) for b in range(w.shape[0])]
+        return [None if rows[0][i] is None else torch.stack([row[i] for row in rows]) for i in range(len(params))]
+
+
 def _named_gradients(named, grads, leading: tuple = ()) -> dict[str, torch.Tensor]:
     """``{name: gradient}`` with zeros of shape ``[*leading, *param.shape]`` for unused parameters."""
     return {
@@ -685,7 +773,7 @@ def _named_gradients(named, grads, leading: tuple = ()) -> dict[str, torch.Tenso
 
 
 def _exponential_family_terms(model, setting):
-    terms = exponential_family(model) if setting in ("auto", True) else None
+    terms = exponential_family(model) if setting in ("auto", True, PER_PARAMETER) else None
     if setting is True and terms is None:
         raise ValueError(
             f"exponential_family=True but {type(model).__name__} lacks the hooks: define log_prior(z) and likelihood(z), "

@@ -68,3 +68,22 @@ def test_config_errors(override, message):
 
     with pytest.raises(ConfigError, match=message):
         resolve_config(load_experiment("hodgkin-huxley"), overrides=[override])
+
+
+def test_roughness_features_read_the_observation_noise_and_pass_the_feature_checks():
+    current = hh.step_current(300, 10.0, 0.5)
+    quiet = hh.HodgkinHuxley(current, params={**hh.TRUTH, "sigma_obs": 1.0})
+    loud = hh.HodgkinHuxley(current, params={**hh.TRUTH, "sigma_obs": 4.0})
+    with alws.seeding.seeded(0):
+        x_quiet, x_loud = quiet.sample(40)[1], loud.sample(40)[1]
+    features = hh.ProjectionAndRoughness(300, dim=8, segments=4)
+    features.initialise(x_quiet)
+    alws.features.check_features(features, x_quiet, trained=True)
+    phi_quiet, phi_loud = features(x_quiet), features(x_loud)
+    assert phi_quiet.shape == (40, 12)
+    # four times the noise: each segment's median squared step about 16 times larger (log 16 = 2.8)
+    shift = (features.roughness(x_loud) - features.roughness(x_quiet)).mean(0)
+    assert torch.all(shift > 1.5) and torch.all(shift < 4.0), shift
+    assert torch.all(phi_loud[:, 8:].mean(0) > phi_quiet[:, 8:].mean(0))
+    with pytest.raises(ValueError, match="segments"):
+        hh.ProjectionAndRoughness(300, segments=0)

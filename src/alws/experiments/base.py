@@ -205,14 +205,15 @@ def _three_way(value):
 class TrainingConfig(KernelConfig):
     """The fields every experiment that trains with :func:`alws.fit` shares (each experiment
     redeclares the defaults it needs; the constraints stay). ``exponential_family``: ``True`` (the
-    fast path), ``False`` (regress the log-joint) or ``"auto"`` (chosen by leave-one-out error)."""
+    fast path), ``False`` (regress the log-joint), ``"auto"`` (chosen by leave-one-out error) or
+    ``"per-parameter"`` (chosen by leave-one-out error for each parameter tensor)."""
 
     steps: int = setting(200, ge=1)
     batch_size: int = setting(100, ge=1)
     n_sleep: int = setting(200, ge=2)
     lr: float = setting(0.03, gt=0)
     regression: str = setting("exact", choices=_regression_choices)
-    exponential_family: bool | str = setting("auto", choices=(True, False, "auto"))
+    exponential_family: bool | str = setting("auto", choices=(True, False, "auto", "per-parameter"))
 
     def __post_init__(self):
         super().__post_init__()

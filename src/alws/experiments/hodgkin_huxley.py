@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ConfigError
+from ..features import LinearProjection
 from ..learner import fit
 from ..models.hodgkin_huxley import PARAMETERS, TRUTH, WRONG_START, HodgkinHuxley, spike_times, step_current
 from ..seeding import seeded
@@ -34,10 +35,11 @@ class Config(TrainingConfig):
     natural parameter that is constant across samples; measured at 300 steps, 4 traces, N=200).
     ``features``: ``"auto"`` (a linear projection of the trace learned on sleep samples, the
     kernel of the research code), ``"raw"`` (the fixed kernel on whole traces), ``"binned"``
-    (:class:`BinnedTrace`) or any feature map of :class:`alws.experiments.base.KernelConfig`.
+    (:class:`BinnedTrace`), ``"learned+roughness"`` (:class:`ProjectionAndRoughness`) or any
+    feature map of :class:`alws.experiments.base.KernelConfig`.
     """
 
-    extra_features = ("raw", "binned")
+    extra_features = ("raw", "binned", "learned+roughness")
 
     n_steps: int = setting(600, ge=20, about="shorter is too short for the step current, on for the middle 80%")
     dt: float = setting(0.05, gt=0, about="ms")
@@ -45,6 +47,7 @@ class Config(TrainingConfig):
     current: float = 10.0
     current_noise: float = 0.5
     bin_steps: int = setting(20, ge=1)
+    roughness_weight: float = setting(1.0, gt=0, about="spread of the roughness features (features=\"learned+roughness\") relative to the projection's")
     exponential_family: bool | str = True
     n_simulations: int = setting(20, ge=1)
     record_every: int = setting(5, ge=1)
@@ -78,6 +81,51 @@ class BinnedTrace:
         return torch.cat([bins.mean(2), self.roughness_scale * rough], 1)
 
 
+class ProjectionAndRoughness(LinearProjection):
+    """A learned linear projection of the trace (``dim`` features, :class:`alws.features.LinearProjection`)
+    followed by ``segments`` fixed roughness features: per segment of the trace, the log of the
+    median squared step-to-step difference, which is about ``log(2 sigma_obs^2 + ...)`` between
+    spikes (the median ignores the spikes' large steps). Standardised on the first sleep samples
+    and scaled to ``weight`` times the projection's spread: ``[n, dim + segments]``. The projection serves the
+    fast path's targets (functions of the voltage path); the roughness gives the plain path what
+    it needs for the noise scales, including a linear trend beyond the sleep samples when the
+    kernel has a linear part."""
+
+    def __init__(self, x_shape, dim: int = 16, segments: int = 4, weight: float = 1.0):
+        super().__init__(x_shape, dim)
+        if not weight > 0:
+            raise ValueError(f"the roughness features' weight must be > 0, got {weight}")
+        self.roughness_weight = float(weight)
+        if not 1 <= segments <= self.in_features // 2:
+            raise ValueError(f"segments must be in 1..{self.in_features // 2}, got {segments}")
+        self.segments = segments
+        self.register_buffer("roughness_mean", torch.zeros(segments))
+        self.register_buffer("roughness_scale", torch.ones(segments))
+
+    def roughness(self, x: torch.Tensor) -> torch.Tensor:
+        """``[n, segments]``: log median squared difference of each segment of the flattened trace."""
+        flat = x.reshape(x.shape[0], -1).to(self.mean.dtype)
+        steps = torch.diff(flat, dim=1).pow(2)
+        usable = steps.shape[1] - steps.shape[1] % self.segments
+        parts = steps[:, :usable].reshape(x.shape[0], self.segments, -1)
+        return torch.log(parts.median(dim=2).values + 1e-8)
+
+    @torch.no_grad()
+    def initialise(self, x: torch.Tensor, targets: torch.Tensor | None = None) -> None:
+        super().initialise(x, targets)
+        r = self.roughness(x)
+        spread = float(super().forward(x).std(0).mean())  # the projection's typical spread per feature
+        self.roughness_mean.copy_(r.mean(0))
+        self.roughness_scale.copy_(r.std(0).clamp_min(1e-6) / max(self.roughness_weight * spread, 1e-12))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rough = (self.roughness(x) - self.roughness_mean) / self.roughness_scale
+        return torch.cat([super().forward(x), rough.to(self.weight.dtype)], 1)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, segments={self.segments}, weight={self.roughness_weight:g}"
+
+
 def spike_summary(traces: torch.Tensor, dt: float) -> dict:
     """Mean spike count, first-spike latency (ms) and inter-spike interval (ms) over traces ``[n, T]``."""
     counts, firsts, isis = [], [], []
@@ -106,7 +154,9 @@ def run(config: Config, ctx) -> dict:
     initial = model.values()
     record = record_parameters(model.values, config.record_every)
     start = time.perf_counter()
-    features = {"binned": BinnedTrace(config.bin_steps), "raw": "none"}.get(config.features)
+    features = {"binned": lambda: BinnedTrace(config.bin_steps), "raw": lambda: "none",
+                "learned+roughness": lambda: ProjectionAndRoughness(config.n_steps, config.feature_dim, weight=config.roughness_weight).to(config.device)}
+    features = features[config.features]() if config.features in features else None
     history = fit(model, data, ctx.train_options("alws", config, callbacks=[record]),
                   **config.alws_options(features))
     seconds = time.perf_counter() - start
