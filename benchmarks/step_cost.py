@@ -6,6 +6,10 @@ fixed (selection runs every ``select_every`` steps; its cost is reported separat
 amortised). Target: step / sum of parts <= 1.3.
 
     python benchmarks/step_cost.py [--sizes 500 1000 2000 4000] [--repeats 5] [--device cpu]
+    python benchmarks/step_cost.py --sizes 1000 --x-dim 784 --regression rff --fast-path   # image-sized x
+
+With ``--x-dim`` other than 32, ``--regression`` other than exact or ``--fast-path`` the JSON
+name says so (``step_cost_cpu_x784_rff_fast.json``), leaving the default table alone.
 """
 from __future__ import annotations
 
@@ -18,12 +22,14 @@ from alws.learner import ALWS
 from common import MLPGenerator, median_time, write
 
 
-def measure(n: int, repeats: int, device: str, batch: int = 100) -> dict:
+def measure(n: int, repeats: int, device: str, batch: int = 100, x_dim: int = 32, regression: str = "exact",
+            fast_path: bool = False) -> dict:
     torch.manual_seed(0)
-    model = MLPGenerator().to(device)
+    model = MLPGenerator(x_dim=x_dim).to(device)
     with torch.no_grad():
         data = model.sample(batch)[1]
-    learner = ALWS(model, n_sleep=n, regression="exact", select_every=0, features="none")  # the core step; see kernel_learning.py
+    learner = ALWS(model, n_sleep=n, regression=regression, select_every=0, features="none",  # the core step; see kernel_learning.py
+                   exponential_family=True if fast_path else "auto")
     learner.loss(data)  # first call selects the hyper-parameters (and the path)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
     selection = median_time(lambda: learner.select(*_selection_args(learner, data)), max(1, repeats // 2), device)
@@ -78,13 +84,20 @@ def main():
     parser.add_argument("--sizes", type=int, nargs="+", default=[500, 1000, 2000, 4000])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--x-dim", type=int, default=32, help="dimension of x (the wake statistics of the fast path: 1 + 2 x_dim)")
+    parser.add_argument("--regression", default="exact", choices=["exact", "rff", "nystrom"])
+    parser.add_argument("--fast-path", action="store_true", help="force the exponential-family path")
     args = parser.parse_args()
     rows = []
     for n in args.sizes:
-        row = measure(n, args.repeats, args.device)
+        row = measure(n, args.repeats, args.device, x_dim=args.x_dim, regression=args.regression, fast_path=args.fast_path)
         rows.append(row)
         print(f"N={n:>5}: step {row['step_s']:.4f} s, parts {row['sum_of_parts_s']:.4f} s, ratio {row['ratio']:.3f}, selection {row['selection_s']:.3f} s")
-    write(f"step_cost_{args.device.replace(':', '')}", {"target_ratio": 1.3, "device": args.device, "rows": rows, "max_ratio": max(r["ratio"] for r in rows)})
+    name = f"step_cost_{args.device.replace(':', '')}"
+    if args.x_dim != 32 or args.regression != "exact" or args.fast_path:
+        name += f"_x{args.x_dim}_{args.regression}" + ("_fast" if args.fast_path else "")
+    write(name, {"target_ratio": 1.3, "device": args.device, "x_dim": args.x_dim, "regression": args.regression,
+                 "rows": rows, "max_ratio": max(r["ratio"] for r in rows)})
 
 
 if __name__ == "__main__":

@@ -45,6 +45,18 @@ def test_feature_ridge_matches_direct_solve_with_the_same_features(name, center)
     assert torch.allclose(reg.predict(xw, y), expected, atol=1e-8)
 
 
+@pytest.mark.parametrize("name", ["exact", "rff", "nystrom"])
+def test_weights_for_more_statistics_than_wake_points_match_column_blocks(name):
+    # q = 12 statistics for B = 5 wake points takes the solve-then-contract branch; blocks of
+    # at most 5 columns take the contract-then-solve one: both are A R
+    torch.manual_seed(0)
+    x, _, xw = data(n=120, b=5)
+    reg = regression.make_regressor(name, K, n_features=50).fit(x, 0.8, 1e-3)
+    r = torch.randn(5, 12, dtype=torch.float64)
+    blocks = torch.cat([reg.weights(xw, r[:, i : i + 4]) for i in range(0, 12, 4)], 1)
+    assert torch.allclose(reg.weights(xw, r), blocks, atol=1e-10)
+
+
 def test_feature_ridge_approaches_exact_krr_with_many_features():
     torch.manual_seed(0)
     x, y, xw = data(n=200)

@@ -92,7 +92,10 @@ class ExactKRR(KernelRidge):
         return self
 
     def _raw_weights(self, x_wake, r):
-        return torch.cholesky_solve(self.kernel(self.x, x_wake, self.bandwidth) @ r, self.chol)
+        cross = self.kernel(self.x, x_wake, self.bandwidth)  # [N, B]
+        if r.shape[1] > r.shape[0]:  # more statistics than wake points: solve for the B columns, then contract
+            return torch.cholesky_solve(cross, self.chol) @ r
+        return torch.cholesky_solve(cross @ r, self.chol)
 
 
 class FeatureRidge(KernelRidge):
@@ -121,6 +124,9 @@ class FeatureRidge(KernelRidge):
         return self
 
     def _raw_weights(self, x_wake, r):
+        if r.shape[1] > r.shape[0]:  # more statistics than wake points: weights for the B columns, then contract
+            v = torch.cholesky_solve(self.psi(x_wake).T, self.chol)  # [M, B]
+            return torch.cat([self.psi(chunk) @ v for chunk in self._chunks(self.x)], 0) @ r
         v = torch.cholesky_solve(self.psi(x_wake).T @ r, self.chol)  # [M, q]
         return torch.cat([self.psi(chunk) @ v for chunk in self._chunks(self.x)], 0)
 
