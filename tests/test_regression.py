@@ -94,6 +94,32 @@ def test_closed_form_loo_matches_brute_force(center):
             assert fast[i, j] == pytest.approx(float(brute), rel=1e-8)
 
 
+@pytest.mark.parametrize("n_features", [16, 60])  # fewer and more features than samples
+def test_loo_on_random_features_matches_brute_force_ridge_on_those_features(n_features):
+    torch.manual_seed(0)
+    x, y, _ = data(n=40, q=2)
+    reg = regression.make_regressor("rff", K, n_features=n_features)
+    features = reg.loo_features(x)
+    bandwidths, ridges = [0.5, 1.5], [1e-4, 1e-1]
+    fast = regression.loo_errors(x, y, K, bandwidths, ridges, True, features=features)
+    yc = y - y.mean(0, keepdim=True)
+    var = yc.var(0, unbiased=False)
+    for i, bw in enumerate(bandwidths):
+        psi = features(bw)(x)
+        for j, lam in enumerate(ridges):
+            resid = []
+            for k in range(40):
+                keep = torch.arange(40) != k
+                gram = psi[keep] @ psi[keep].T + 40 * lam * torch.eye(39, dtype=x.dtype)
+                resid.append(yc[k] - (psi[k : k + 1] @ psi[keep].T @ torch.linalg.solve(gram, yc[keep]))[0])
+            brute = ((torch.stack(resid) ** 2).mean(0) / var).mean()
+            assert fast[i, j] == pytest.approx(float(brute), rel=1e-6)
+    # and it is not exact KRR's error: with 16 features at a small ridge the regression is worse
+    if n_features == 16:
+        assert fast[0, 0] > 1.5 * regression.loo_errors(x, y, K, bandwidths, ridges, True)[0, 0]
+    assert regression.make_regressor("exact", K).loo_features(x) is None
+
+
 def test_selection_returns_the_grid_minimum():
     x, y, _ = data(n=60)
     sel = regression.select_hyperparameters(x, y, K, [0.1, 1.0, 10.0], [1e-6, 1e-2, 10.0])

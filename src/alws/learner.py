@@ -477,7 +477,8 @@ class ALWS:
         candidates = self.selection_candidates(tree_map(lambda leaf: leaf[:n], z), x_sleep[:n])
         rescale = self.fixed_ridge is None and not learned  # a subsample's ridge, kept absolute for all N
         self.exponential_family_path, sel = select_among(phi_sleep[:n], candidates, self.kernel, bandwidths, ridges, self.center,
-                                                         n_total=phi_sleep.shape[0] if rescale else None)
+                                                         n_total=phi_sleep.shape[0] if rescale else None,
+                                                         features=self.regressor.loo_features(phi_sleep[:n]))
         if self.ef_setting == PER_PARAMETER and len(candidates) == 2:
             self.parameter_paths = self._choose_parameter_paths(tree_map(lambda leaf: leaf[:n], z), x_sleep[:n], phi_sleep[:n],
                                                                 sel.bandwidth, sel.ridge / sel.ridge_scale)
@@ -505,8 +506,10 @@ class ALWS:
                         continue
                     cols = [torch.autograd.grad((g * torch.randn_like(g)).sum(), u, retain_graph=True)[0] for _ in range(n_directions)]
                     y = torch.stack(cols, 1).detach().to(torch.float64)  # [n, directions, q]
-                    fast_error = loo_errors(phi, y, self.kernel, [bandwidth], [ridge], self.center, stats)[0, 0]
-                    plain_error = loo_errors(phi, torch.einsum("ikq,iq->ik", y, stats), self.kernel, [bandwidth], [ridge], self.center)[0, 0]
+                    features = self.regressor.loo_features(phi)
+                    fast_error = loo_errors(phi, y, self.kernel, [bandwidth], [ridge], self.center, stats, features)[0, 0]
+                    plain_error = loo_errors(phi, torch.einsum("ikq,iq->ik", y, stats), self.kernel, [bandwidth], [ridge],
+                                             self.center, None, features)[0, 0]
                     choice[name] = bool(fast_error <= plain_error)
             except RuntimeError:
                 return {}

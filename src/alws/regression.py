@@ -26,6 +26,7 @@ import dataclasses
 import math
 import os
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 
@@ -72,6 +73,12 @@ class KernelRidge:
         if self.center:
             c = c - c.mean(0, keepdim=True) + r.sum(0, keepdim=True) / c.shape[0]
         return c
+
+    def loo_features(self, x: torch.Tensor) -> Callable | None:
+        """What :func:`loo_errors` should score for inputs like ``x [n, D]``: ``None`` (exact KRR,
+        which this back-end computes or approximates closely) or ``bandwidth -> (x -> [n, M])``,
+        the back-end's own features."""
+        return None
 
     def predict(self, x_wake: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Predictions ``[B, q]`` at ``x_wake [B, D]`` for sleep targets ``y [N, q]`` (``A^T Y``)."""
@@ -148,6 +155,12 @@ class RandomFeatureRidge(FeatureRidge):
             self.rff.base = self.rff.base.to(device=x.device, dtype=x.dtype)
         return self.rff.set_bandwidth(bandwidth)
 
+    def loo_features(self, x):
+        """The random features themselves: with ``M`` close to ``N`` and a small ridge their
+        regression is far noisier than exact KRR's (measured: an image run chose a ridge that
+        exact KRR scored well and the random-feature gradients grew 50-fold)."""
+        return lambda bandwidth: self._features(x, bandwidth)
+
     def state_dict(self) -> dict:
         return {"base": None if self.rff is None else self.rff.base.cpu()}
 
@@ -214,11 +227,15 @@ def make_regressor(name: str, kernel: Kernel, n_features: int = 1000, center: bo
     return BACKENDS[name](kernel, n_features, center, chunk_size)
 
 
-def loo_errors(x: torch.Tensor, y: torch.Tensor, kernel: Kernel, bandwidths, ridges, center: bool = True, statistics: torch.Tensor | None = None) -> torch.Tensor:
+def loo_errors(x: torch.Tensor, y: torch.Tensor, kernel: Kernel, bandwidths, ridges, center: bool = True, statistics: torch.Tensor | None = None,
+               features: Callable | None = None) -> torch.Tensor:
     """Closed-form leave-one-out error of exact KRR for every (bandwidth, ridge) pair.
 
     For ``G = K + n lambda I`` the LOO residual of sample ``i`` is ``[G^-1 y]_i / [G^-1]_ii``; one
-    eigendecomposition of ``K`` per bandwidth serves every ridge.
+    eigendecomposition of ``K`` per bandwidth serves every ridge. With ``features`` (``bandwidth ->
+    map x -> [n, M]``, e.g. a random-feature back-end's) ``K`` is ``Psi Psi^T`` of those features:
+    the errors of the ridge regression that back-end fits (one SVD of ``Psi`` per bandwidth), which
+    at small ridges can be far larger than exact KRR's.
 
     Args:
         x: inputs ``[n, D]``.
@@ -247,7 +264,12 @@ def loo_errors(x: torch.Tensor, y: torch.Tensor, kernel: Kernel, bandwidths, rid
     flat = flat - flat.mean(0, keepdim=True) if center else flat
     for i, bandwidth in enumerate(bandwidths):
         with threads_for(n if x.device.type == "cpu" else 10**9, "eigh"):
-            s, u = torch.linalg.eigh(kernel(x, x, bandwidth))
+            if features is None:
+                s, u = torch.linalg.eigh(kernel(x, x, bandwidth))
+            else:  # K = Psi Psi^T: its eigenvectors are Psi's left singular vectors (all n of them)
+                u, singular, _ = torch.linalg.svd(features(bandwidth)(x).to(x.dtype), full_matrices=True)
+                s = torch.zeros(n, dtype=x.dtype, device=x.device)
+                s[: singular.shape[0]] = singular**2
         s = s.clamp_min(0.0)
         uy = u.T @ flat  # [n, k q]
         u2 = u * u
@@ -281,9 +303,10 @@ class Selection:
     ridge_scale: float = 1.0
 
 
-def select_hyperparameters(x, y, kernel, bandwidths, ridges, center=True, statistics=None) -> Selection:
-    """The (bandwidth, ridge) pair of the grid with the smallest LOO error on ``(x, y)``."""
-    errors = loo_errors(x, y, kernel, bandwidths, ridges, center, statistics)
+def select_hyperparameters(x, y, kernel, bandwidths, ridges, center=True, statistics=None, features=None) -> Selection:
+    """The (bandwidth, ridge) pair of the grid with the smallest LOO error on ``(x, y)`` (see
+    :func:`loo_errors` for ``features``)."""
+    errors = loo_errors(x, y, kernel, bandwidths, ridges, center, statistics, features)
     errors = torch.nan_to_num(errors, nan=math.inf)
     flat = int(torch.argmin(errors))
     i, j = divmod(flat, errors.shape[1])
@@ -291,7 +314,8 @@ def select_hyperparameters(x, y, kernel, bandwidths, ridges, center=True, statis
     return Selection(float(bandwidths[i]), float(list(ridges)[j]), float(errors[i, j]), x.shape[0], grid)
 
 
-def select_among(x: torch.Tensor, candidates, kernel, bandwidths, ridges, center: bool = True, n_total: int | None = None):
+def select_among(x: torch.Tensor, candidates, kernel, bandwidths, ridges, center: bool = True, n_total: int | None = None,
+                 features: Callable | None = None):
     """Leave-one-out selection over several regression problems on the same inputs ``x [n, D]``.
 
     ``candidates``: ``[(key, y, statistics)]`` (see :func:`loo_errors` for ``y`` and
@@ -303,7 +327,7 @@ def select_among(x: torch.Tensor, candidates, kernel, bandwidths, ridges, center
     """
     best = None
     for key, y, statistics in candidates:
-        selection = select_hyperparameters(x, y, kernel, bandwidths, ridges, center, statistics)
+        selection = select_hyperparameters(x, y, kernel, bandwidths, ridges, center, statistics, features)
         if best is None or selection.loo_error < best[1].loo_error:
             best = (key, selection)
     if best is None:
