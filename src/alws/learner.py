@@ -494,6 +494,7 @@ class ALWS:
         chosen for all)."""
         fast = self.paths[True]
         named = trainable_parameters(self.model)
+        features = self.regressor.loo_features(phi)
         choice: dict[str, bool] = {}
         with torch.enable_grad():
             t = fast.targets(z, x)
@@ -506,7 +507,6 @@ class ALWS:
                         continue
                     cols = [torch.autograd.grad((g * torch.randn_like(g)).sum(), u, retain_graph=True)[0] for _ in range(n_directions)]
                     y = torch.stack(cols, 1).detach().to(torch.float64)  # [n, directions, q]
-                    features = self.regressor.loo_features(phi)
                     fast_error = loo_errors(phi, y, self.kernel, [bandwidth], [ridge], self.center, stats, features)[0, 0]
                     plain_error = loo_errors(phi, torch.einsum("ikq,iq->ik", y, stats), self.kernel, [bandwidth], [ridge],
                                              self.center, None, features)[0, 0]
