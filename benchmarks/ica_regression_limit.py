@@ -19,7 +19,10 @@ in 16x16 patches, at ``W = W_true R`` (a random rotation of the sources):
 Reported per setting: the per-point relative error of the prediction, and the cosine and
 relative size of the batch mean's antisymmetric part against the reference's.
 
-    python benchmarks/ica_regression_limit.py [--batch 200] [--sleep 1000 4000]
+    python benchmarks/ica_regression_limit.py [--batch 200] [--sleep 1000 4000] [--seed 0]
+
+``--seed`` draws another data batch, rotation and sleep samples (the JSON name then ends in
+``_seed{S}``).
 """
 from __future__ import annotations
 
@@ -69,19 +72,19 @@ def compare(name: str, prediction: torch.Tensor, reference: torch.Tensor) -> dic
     return row
 
 
-def setting(patch: int, sources: int, n_patches: int, batch: int, sleeps: list[int]) -> dict:
+def setting(patch: int, sources: int, n_patches: int, batch: int, sleeps: list[int], seed: int = 0) -> dict:
     torch.set_default_dtype(torch.float64)
     truth = true_mixing(natural_patches(patch, n_patches, 0), sources, 0).double()
-    generator = torch.Generator().manual_seed(1)
+    generator = torch.Generator().manual_seed(1 + 1000 * seed)
     z = D.Laplace(0.0, 1.0).icdf(torch.rand(batch, sources, generator=generator, dtype=torch.float64).clamp(1e-7, 1 - 1e-7))
     x = z @ truth.T + SIGMA * torch.randn(batch, patch * patch, generator=generator, dtype=torch.float64)
-    A = 0.12 * torch.randn(sources, sources, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    A = 0.12 * torch.randn(sources, sources, generator=torch.Generator().manual_seed(5 + 1000 * seed), dtype=torch.float64)
     W = truth @ torch.linalg.matrix_exp(A - A.T)
     print(f"{sources} sources in {patch}x{patch} patches: Amari(W, W_true) {amari_distance(W, truth):.3f}", flush=True)
-    reference = reference_moments(W, x)
+    reference = reference_moments(W, x, seed=1000 * seed)
     rows = [compare("plug-in sign(u) u^T, u = W^+ x", (lambda u: u.sign()[:, :, None] * u[:, None, :])(x @ torch.linalg.pinv(W).T), reference)]
     for n in sleeps:
-        with seeded(100 + n):
+        with seeded(100 + n + 1000 * seed):
             zs = D.Laplace(0.0, 1.0).sample((n, sources)).double()
             xs = zs @ W.T + SIGMA * torch.randn(n, patch * patch)
         targets = (zs.sign()[:, :, None] * zs[:, None, :]).reshape(n, -1)
@@ -107,9 +110,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=200)
     parser.add_argument("--sleep", type=int, nargs="+", default=[1000, 4000])
+    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    out = [setting(8, 4, 3000, args.batch, args.sleep), setting(16, 16, 20000, args.batch, args.sleep)]
-    write("ica_regression_limit", {"settings": out})
+    out = [setting(8, 4, 3000, args.batch, args.sleep, args.seed), setting(16, 16, 20000, args.batch, args.sleep, args.seed)]
+    write("ica_regression_limit" + (f"_seed{args.seed}" if args.seed else ""), {"seed": args.seed, "settings": out})
 
 
 if __name__ == "__main__":
