@@ -395,14 +395,17 @@ class ALWS:
 
     def _directional(self, t: torch.Tensor, n_directions: int) -> torch.Tensor:
         """``[n, n_directions, q]``: ``v . grad_theta t_nj`` for random directions ``v`` (double backward)."""
+        u, grads = self._target_gradients(t)
+        return _directions(u, grads, n_directions)
+
+    def _target_gradients(self, t: torch.Tensor) -> tuple[torch.Tensor, tuple]:
+        """``(u, grads)``: each trainable parameter's gradient of ``sum u * t`` as a function of a
+        zero cotangent ``u`` shaped like ``t [n, q]`` (``None`` for parameters ``t`` does not use),
+        so that contracting them with directions and differentiating in ``u`` gives per-target
+        directional derivatives."""
         params = [p for _, p in trainable_parameters(self.model)]
         u = torch.zeros_like(t, requires_grad=True)
-        g = [gi for gi in torch.autograd.grad(t, params, u, create_graph=True, allow_unused=True) if gi is not None]
-        cols = []
-        for _ in range(n_directions):
-            s = sum((gi * torch.randn_like(gi)).sum() for gi in g)
-            cols.append(torch.autograd.grad(s, u, retain_graph=True)[0])
-        return torch.stack(cols, 1)
+        return u, torch.autograd.grad(t, params, u, create_graph=True, allow_unused=True)
 
     def selection_candidates(self, z, x: torch.Tensor, n_directions: int = 2) -> list:
         """Leave-one-out problems, one per allowed path: ``[(exponential_family, y, statistics)]``.
@@ -499,14 +502,12 @@ class ALWS:
         with torch.enable_grad():
             t = fast.targets(z, x)
             stats = fast.statistics(x)
-            u = torch.zeros_like(t, requires_grad=True)
             try:
-                grads = torch.autograd.grad(t, [p for _, p in named], u, create_graph=True, allow_unused=True)
+                u, grads = self._target_gradients(t)
                 for (name, _), g in zip(named, grads):
                     if g is None:  # not in the targets: unused by log_joint
                         continue
-                    cols = [torch.autograd.grad((g * torch.randn_like(g)).sum(), u, retain_graph=True)[0] for _ in range(n_directions)]
-                    y = torch.stack(cols, 1).detach().to(torch.float64)  # [n, directions, q]
+                    y = _directions(u, [g], n_directions).detach().to(torch.float64)  # [n, directions, q]
                     fast_error = loo_errors(phi, y, self.kernel, [bandwidth], [ridge], self.center, stats, features)[0, 0]
                     plain_error = loo_errors(phi, torch.einsum("ikq,iq->ik", y, stats), self.kernel, [bandwidth], [ridge],
                                              self.center, None, features)[0, 0]
@@ -754,6 +755,17 @@ def _diverged_distributions(where: str):
             raise NonFiniteError(f"the model's {where} got invalid distribution parameters at the current values "
                                  f"(training diverged): {str(error).splitlines()[0]}") from error
         raise
+
+
+def _directions(u: torch.Tensor, grads, n_directions: int) -> torch.Tensor:
+    """``[n, n_directions, q]``: for random directions ``v`` over the tensors ``grads`` (from
+    :meth:`ALWS._target_gradients`; ``None`` entries skipped), ``d/du (v . grads)``."""
+    grads = [g for g in grads if g is not None]
+    cols = []
+    for _ in range(n_directions):
+        s = sum((g * torch.randn_like(g)).sum() for g in grads)
+        cols.append(torch.autograd.grad(s, u, retain_graph=True)[0])
+    return torch.stack(cols, 1)
 
 
 def _batched_gradients(t: torch.Tensor, params: list, w: torch.Tensor) -> list:
