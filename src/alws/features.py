@@ -124,9 +124,9 @@ class LinearProjection(FeatureMap):
             # ridge 0.1 relative to the average eigenvalue (1) of the scaled inputs' covariance, in
             # the dual form when there are fewer samples than inputs
             if n < flat.shape[1]:
-                coef = flat.T @ torch.linalg.solve(flat @ flat.T + 0.1 * n * torch.eye(n, dtype=flat.dtype), y)
+                coef = flat.T @ torch.linalg.solve(flat @ flat.T + 0.1 * n * torch.eye(n, dtype=flat.dtype, device=flat.device), y)
             else:
-                coef = torch.linalg.solve(flat.T @ flat + 0.1 * n * torch.eye(flat.shape[1], dtype=flat.dtype), flat.T @ y)
+                coef = torch.linalg.solve(flat.T @ flat + 0.1 * n * torch.eye(flat.shape[1], dtype=flat.dtype, device=flat.device), flat.T @ y)
             _, _, vh = torch.linalg.svd(flat @ coef, full_matrices=False)
             directions = (coef @ vh.T).T  # [rank, D]: x -> the leading components of the prediction
         else:
