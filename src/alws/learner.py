@@ -279,6 +279,8 @@ class ALWS:
             features = None if features == "none" else make_features(features, tuple(x.shape[1:]), dim).to(device)
         if features is not None and not callable(features):
             raise ValueError(f"features must be 'auto', 'none', a name, an nn.Module or a callable; got {type(features).__name__}")
+        if isinstance(features, nn.Module):  # a map given as a module works on the model's device
+            features = features.to(device)
         self._probe = x
         return features
 

@@ -210,8 +210,9 @@ def baseline_gradients(model, encoder, x, particles: int, weighted: bool) -> dic
     log_p = model.log_joint(z.reshape(particles * b, 2), xs).reshape(particles, b)
     with torch.no_grad():
         w = torch.softmax(log_p - log_q, 0) if weighted else torch.full_like(log_p, 1.0 / particles)
-        select = torch.zeros(b, particles, b, dtype=log_p.dtype)
-        select[torch.arange(b), :, torch.arange(b)] = w.T
+        select = torch.zeros(b, particles, b, dtype=log_p.dtype, device=log_p.device)
+        rows = torch.arange(b, device=log_p.device)
+        select[rows, :, rows] = w.T
     return {"b": torch.autograd.grad(log_p, model.b, select, is_grads_batched=True)[0]}
 
 
