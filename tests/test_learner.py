@@ -104,6 +104,43 @@ def test_automatic_path_choice_follows_leave_one_out_error(linear_gaussian_data)
     assert records["auto"]["loo_error"] == pytest.approx(best["loo_error"])
 
 
+def test_a_projection_of_x_fixes_the_fast_path():
+    """The plain path's target log p(z, x) needs every number of x: on a 2-number projection of
+    3-D x its gradient is near useless (relative error ~0.95) while the fast path's is not (~0.1),
+    although the plain path's leave-one-out error is the smaller one here. ``"auto"`` must then take
+    the fast path; a map that keeps as many numbers as x has leaves the choice to the errors."""
+    from alws.models import LinearGaussian
+
+    torch.manual_seed(0)
+    truth = LinearGaussian(3, 1, sigma=0.3)
+    with torch.no_grad():
+        _, data = truth.sample(200)
+    torch.manual_seed(1)
+    model = LinearGaussian(3, 1, sigma=0.45)
+    projection = lambda x: x[:, :2]  # noqa: E731
+    widened = lambda x: torch.cat([x, x[:, :1]], 1)  # noqa: E731
+    for seed in range(2):
+        torch.manual_seed(seed)
+        learner = ALWS(model, n_sleep=400, regression="exact", features=projection)
+        assert learner.features_reduce_x and learner.loss(data)[1]["path"] == "exponential-family"
+        records = {}
+        for setting in ("auto", True, False):
+            torch.manual_seed(seed)
+            records[setting] = ALWS(model, n_sleep=400, regression="exact", features=widened, exponential_family=setting).loss(data)[1]
+        assert records["auto"]["path"] == min((records[True], records[False]), key=lambda r: r["loo_error"])["path"]
+    exact = exact_mean_gradient(model, data)
+    reference = torch.cat([v.flatten() for v in exact.values()])
+    errors = {}
+    for fast in (True, False):
+        total = 0.0
+        for seed in range(4):
+            torch.manual_seed(seed)
+            g = alws.gradient(model, data, n_sleep=400, regression="exact", exponential_family=fast, features=projection)
+            total += float((torch.cat([g[k].flatten() for k in exact]) - reference).norm() / reference.norm())
+        errors[fast] = total / 4
+    assert errors[True] < 0.3 < 0.7 < errors[False]
+
+
 def test_selection_records_hyperparameters_and_effective_sample_size(linear_gaussian_data):
     _, data, model = linear_gaussian_data
     learner = ALWS(model, n_sleep=300, regression="exact", select_every=2)
