@@ -9,7 +9,10 @@ regression) with the fixed kernel on raw ``x`` (``features="none"``) and with a 
 projection (``features="linear"``), over ``--seeds`` seeds: the numbers behind
 ``AUTO_FEATURES_MIN_DIM`` (``features="auto"`` learns when ``D`` is larger).
 
-    python benchmarks/feature_switch.py [--sizes 2 3 4 8 16] [--seeds 5] [--pretrain 150]
+    python benchmarks/feature_switch.py [--sizes 2 3 4 8 16] [--seeds 5] [--pretrain 150] [--feature-dims 16 64]
+
+With several ``--feature-dims`` each width of the learned projection gets its column
+(``linear_16``, ``linear_64``, ...) and the results go to ``feature_switch_cpu_dims.json``.
 """
 from __future__ import annotations
 
@@ -41,7 +44,9 @@ def main():
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--pretrain", type=int, default=150)
     parser.add_argument("--n-sleep", type=int, default=1000)
+    parser.add_argument("--feature-dims", type=int, nargs="+", default=[16], help="widths of the learned projection")
     args = parser.parse_args()
+    several = len(args.feature_dims) > 1
     rows = []
     for size in args.sizes:
         generator = torch.Generator().manual_seed(0)
@@ -50,14 +55,16 @@ def main():
         alws.fit(model, data, steps=args.pretrain, n_sleep=300, lr=0.01, seed=0, features="none", exponential_family=False, progress=False)
         reference = exact_gradient(model, data)
         row = {"size": size, "x_dim": size * size}
-        for features in ("none", "linear"):
-            errors = [relative_error(alws.gradient(model, data, n_sleep=args.n_sleep, regression="exact", seed=s, features=features), reference)
+        variants = [("none", "none", 16)] + [("linear" if not several else f"linear_{dim}", "linear", dim) for dim in args.feature_dims]
+        for column, features, dim in variants:
+            errors = [relative_error(alws.gradient(model, data, n_sleep=args.n_sleep, regression="exact", seed=s, features=features,
+                                                   feature_dim=dim), reference)
                       for s in range(args.seeds)]
-            row[features] = {"median": statistics.median(errors), "all": errors}
+            row[column] = {"median": statistics.median(errors), "all": errors}
         rows.append(row)
-        print(f"D={size * size:4d}: relative error, fixed kernel {row['none']['median']:.3f}, learned projection {row['linear']['median']:.3f}")
-    write("feature_switch_cpu", {"n_sleep": args.n_sleep, "pretrain_steps": args.pretrain, "seeds": args.seeds,
-                                 "auto_min_dim": alws.learner.AUTO_FEATURES_MIN_DIM, "rows": rows})
+        print(f"D={size * size:4d}: relative error, " + ", ".join(f"{column} {row[column]['median']:.3f}" for column, _, _ in variants), flush=True)
+    write("feature_switch_cpu" + ("_dims" if several else ""), {"n_sleep": args.n_sleep, "pretrain_steps": args.pretrain, "seeds": args.seeds,
+                                 "feature_dims": args.feature_dims, "auto_min_dim": alws.learner.AUTO_FEATURES_MIN_DIM, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -155,7 +155,7 @@ def summary_statistics(series: torch.Tensor) -> dict:
     centred = logs - logs.mean()
     var = (centred**2).mean().clamp_min(1e-12)
     acf = {f"acf_{k}": float((centred[k:] * centred[:-k]).mean() / var) for k in (1, 2, 5, 10) if k < len(s)}
-    q = torch.quantile(s, torch.tensor([0.1, 0.25, 0.5, 0.75, 0.9], dtype=torch.float64))
+    q = torch.quantile(s, torch.tensor([0.1, 0.25, 0.5, 0.75, 0.9], dtype=torch.float64, device=s.device))
     median = float(q[2])
     peaks = 0
     for t in range(len(s)):
