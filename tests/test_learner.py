@@ -147,6 +147,25 @@ def test_a_projection_of_x_fixes_the_fast_path():
     assert errors[True] < 0.3 < 0.7 < errors[False]
 
 
+def test_a_subsample_ridge_is_rescaled_unless_random_features_chose_it(linear_gaussian_data):
+    """Exact KRR's errors on n of N points choose lambda, used as lambda * n / N; when the random
+    features themselves were scored (M > n) their lambda is kept."""
+    from alws.learner import DEFAULT_RIDGE_GRID
+
+    _, data, model = linear_gaussian_data
+    grid = set(DEFAULT_RIDGE_GRID)
+    torch.manual_seed(0)
+    exact = ALWS(model, n_sleep=800, regression="exact", select_max=400).loss(data)[1]["ridge"]
+    assert min(abs(exact / 0.5 - g) / g for g in grid) < 1e-9
+    torch.manual_seed(0)
+    learner = ALWS(model, n_sleep=800, regression="rff", n_features=600, select_max=400)
+    assert learner.regressor.loo_features(torch.zeros(400, 3)) is not None
+    assert min(abs(learner.loss(data)[1]["ridge"] - g) / g for g in grid) < 1e-9
+    torch.manual_seed(0)
+    few = ALWS(model, n_sleep=800, regression="rff", n_features=300, select_max=400).loss(data)[1]["ridge"]
+    assert min(abs(few / 0.5 - g) / g for g in grid) < 1e-9
+
+
 def test_selection_records_hyperparameters_and_effective_sample_size(linear_gaussian_data):
     _, data, model = linear_gaussian_data
     learner = ALWS(model, n_sleep=300, regression="exact", select_every=2)

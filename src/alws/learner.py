@@ -123,7 +123,9 @@ class ALWS:
             noise), and the parameters random-walk (measured on the blowfly: ESS 1000 of 1000
             from step 1041 to 1100, then the death rate ran from 0.18 to 11).
         select_max: leave-one-out selection uses at most this many sleep samples ``n``; when
-            ``n < N`` the chosen ridge is rescaled to ``lambda * n / N`` (same absolute ridge).
+            ``n < N`` the chosen ridge is rescaled to ``lambda * n / N`` (same absolute ridge),
+            except where ``regression="rff"`` scored its own features (``M > n``): then ``lambda``
+            is kept.
         n_features: random Fourier features ``M`` (``rff``) or inducing points (``nystrom``).
         exponential_family: ``"auto"``: when the model has the fast-path hooks, each selection
             picks the path (exponential-family or plain log-joint) with the smaller leave-one-out
@@ -484,10 +486,15 @@ class ALWS:
             self.exponential_family_path = self._forced_path()
             return Selection(bandwidths[0], ridges[0], math.nan, 0, multiplier=bandwidths[0] / median)
         candidates = self.selection_candidates(tree_map(lambda leaf: leaf[:n], z), x_sleep[:n])
-        rescale = self.fixed_ridge is None and not learned  # a subsample's ridge, kept absolute for all N
+        features = self.regressor.loo_features(phi_sleep[:n])
+        # A subsample's ridge is kept absolute for all N (lambda * n / N) when exact KRR's errors
+        # chose it. Not when the back-end's own random features were scored (more features than
+        # points): their Gram matrix grows with N, so the same lambda keeps the same relative
+        # smoothing, while lambda * n / N let the image runs at N = 5000 (M = 2000) fit noise: from
+        # step 470 gradient norms of 20-420 and leave-one-out errors of 3.9-7.1 (docs/results.md).
+        rescale = self.fixed_ridge is None and not learned and features is None
         self.exponential_family_path, sel = select_among(phi_sleep[:n], candidates, self.kernel, bandwidths, ridges, self.center,
-                                                         n_total=phi_sleep.shape[0] if rescale else None,
-                                                         features=self.regressor.loo_features(phi_sleep[:n]))
+                                                         n_total=phi_sleep.shape[0] if rescale else None, features=features)
         if self.ef_setting == PER_PARAMETER and len(candidates) == 2:
             self.parameter_paths = self._choose_parameter_paths(tree_map(lambda leaf: leaf[:n], z), x_sleep[:n], phi_sleep[:n],
                                                                 sel.bandwidth, sel.ridge / sel.ridge_scale)
