@@ -23,6 +23,7 @@ def test_list_names_the_experiments(capsys):
         (["run", "gradient-estimation", "--set", "n_points=many"], "expects an integer"),
         (["run", "gradient-estimation", "--set", "sigma_x_values=[-1]"], "positive"),
         (["run", "gradient-estimation", "--set", "estimators=[\"vae9\"]"], "valid: alws-exact"),
+        (["run", "ica", "--set", "kernel_objective=\"gradients\""], "targets, directional"),
     ],
 )
 def test_bad_requests_are_refused_with_the_valid_choices(argv, message, capsys, tmp_path):
