@@ -10,9 +10,12 @@ projection (``features="linear"``), over ``--seeds`` seeds: the numbers behind
 ``AUTO_FEATURES_MIN_DIM`` (``features="auto"`` learns when ``D`` is larger).
 
     python benchmarks/feature_switch.py [--sizes 2 3 4 8 16] [--seeds 5] [--pretrain 150] [--feature-dims 16 64]
+                                        [--kernel-objectives targets log-likelihood]
 
 With several ``--feature-dims`` each width of the learned projection gets its column
-(``linear_16``, ``linear_64``, ...) and the results go to ``feature_switch_cpu_dims.json``.
+(``linear_16``, ``linear_64``, ...) and the results go to ``feature_switch_cpu_dims.json``; with
+several ``--kernel-objectives`` (``alws.fit``'s ``kernel_objective``) each objective gets its
+column (``linear_targets``, ...) and the results go to ``feature_switch_cpu_objectives.json``.
 """
 from __future__ import annotations
 
@@ -45,8 +48,13 @@ def main():
     parser.add_argument("--pretrain", type=int, default=150)
     parser.add_argument("--n-sleep", type=int, default=1000)
     parser.add_argument("--feature-dims", type=int, nargs="+", default=[16], help="widths of the learned projection")
+    parser.add_argument("--kernel-objectives", nargs="+", default=["targets"], choices=["targets", "directional", "log-likelihood"],
+                        help="what the learned projection is trained to predict")
     args = parser.parse_args()
     several = len(args.feature_dims) > 1
+    objectives = len(args.kernel_objectives) > 1
+    if several and objectives:
+        parser.error("vary either --feature-dims or --kernel-objectives, not both")
     rows = []
     for size in args.sizes:
         generator = torch.Generator().manual_seed(0)
@@ -55,16 +63,22 @@ def main():
         alws.fit(model, data, steps=args.pretrain, n_sleep=300, lr=0.01, seed=0, features="none", exponential_family=False, progress=False)
         reference = exact_gradient(model, data)
         row = {"size": size, "x_dim": size * size}
-        variants = [("none", "none", 16)] + [("linear" if not several else f"linear_{dim}", "linear", dim) for dim in args.feature_dims]
-        for column, features, dim in variants:
+        variants = [("none", "none", 16, "targets")]
+        if objectives:
+            variants += [(f"linear_{objective}", "linear", args.feature_dims[0], objective) for objective in args.kernel_objectives]
+        else:
+            variants += [("linear" if not several else f"linear_{dim}", "linear", dim, args.kernel_objectives[0]) for dim in args.feature_dims]
+        for column, features, dim, objective in variants:
             errors = [relative_error(alws.gradient(model, data, n_sleep=args.n_sleep, regression="exact", seed=s, features=features,
-                                                   feature_dim=dim), reference)
+                                                   feature_dim=dim, kernel_objective=objective), reference)
                       for s in range(args.seeds)]
             row[column] = {"median": statistics.median(errors), "all": errors}
         rows.append(row)
-        print(f"D={size * size:4d}: relative error, " + ", ".join(f"{column} {row[column]['median']:.3f}" for column, _, _ in variants), flush=True)
-    write("feature_switch_cpu" + ("_dims" if several else ""), {"n_sleep": args.n_sleep, "pretrain_steps": args.pretrain, "seeds": args.seeds,
-                                 "feature_dims": args.feature_dims, "auto_min_dim": alws.learner.AUTO_FEATURES_MIN_DIM, "rows": rows})
+        print(f"D={size * size:4d}: relative error, " + ", ".join(f"{column} {row[column]['median']:.3f}" for column, *_ in variants), flush=True)
+    suffix = "_dims" if several else "_objectives" if objectives else ""
+    write("feature_switch_cpu" + suffix, {"n_sleep": args.n_sleep, "pretrain_steps": args.pretrain, "seeds": args.seeds,
+                                          "feature_dims": args.feature_dims, "kernel_objectives": args.kernel_objectives,
+                                          "auto_min_dim": alws.learner.AUTO_FEATURES_MIN_DIM, "rows": rows})
 
 
 if __name__ == "__main__":

@@ -99,6 +99,25 @@ def test_held_out_error_matches_an_explicit_solve():
     prediction = cross @ alpha + y[:20].mean(0)
     reference = ((prediction - y[20:]) ** 2).mean(0).div(y[20:].var(0, unbiased=False)).mean()
     assert torch.allclose(ours, reference, rtol=1e-8)
+    # contracted with the held-out points' statistics: the error of the log-likelihood they are given
+    s = torch.randn(10, 2, dtype=torch.float64)
+    contracted = heldout_error(phi[:20], y[:20], phi[20:], y[20:], kernel, log_bw, log_ridge, statistics_val=s)
+    residual = ((prediction - y[20:]) * s).sum(1)
+    assert torch.allclose(contracted, residual.pow(2).mean() / (y[20:] * s).sum(1).var(unbiased=False), rtol=1e-8)
+    assert not torch.allclose(contracted, ours)
+
+
+def test_the_log_likelihood_objective_scores_the_contraction_the_wake_step_uses(channels):
+    model, _ = channels
+    torch.manual_seed(0)
+    learner = ALWS(model, n_sleep=200, features="linear", kernel_objective="log-likelihood", kernel_samples=50)
+    x, y, statistics = learner.kernel_targets(40)
+    assert y.shape == statistics.shape == (40, 1 + 2 * 32)  # [log p(z) - Phi(z), eta(z)] against [1, S(x)]
+    torch.testing.assert_close(statistics[:, 1:33], x)  # S(x) = [x, x^2] for a Gaussian
+    loss, record = learner.loss(x[:5])
+    assert math.isfinite(record["kernel_error"]) and learner.kernel_learning.updates == 1
+    with pytest.raises(ValueError, match="kernel_objective"):
+        ALWS(model, n_sleep=200, features="linear", kernel_objective="likelihood")
 
 
 @pytest.mark.parametrize("option, value, message", [

@@ -12,6 +12,10 @@ the current features, predicts the other ``n``, and takes an Adam step on
 ``[log p(z) - Phi(z), eta(z)]`` when the model has the fast-path hooks (functions of ``z`` only,
 so the objective is not drowned in the likelihood's noise), else ``log p(z, x)``; or their
 directional derivatives ``v . grad_theta`` along random directions (``objective="directional"``).
+With the held-out points' statistics ``s = [1, S(x)]`` (``objective="log-likelihood"``) the error
+is that of the contraction the wake step uses, ``(prediction_j - y_j) . s_j``, over the variance
+of ``y_j . s_j``: each coordinate of ``eta`` counts by how much it moves the log-likelihood of
+the points, not by its own variance (the method's authors trained their image kernels on this).
 
 The bandwidth is ``exp(log_bandwidth)`` times the median distance between the fitted features
 (held fixed within an update), so the objective does not change with the features' overall scale;
@@ -55,13 +59,15 @@ def heldout_error(
     kernel: Kernel,
     log_bandwidth: torch.Tensor,
     log_ridge: torch.Tensor,
+    statistics_val: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Relative held-out error of kernel ridge regression, differentiable in every input.
 
     ``phi_fit [n, D]``, ``y_fit [n, c]`` fit the regression (centred targets, as the learner's);
     ``phi_val [m, D]``, ``y_val [m, c]`` score it. The bandwidth is ``exp(log_bandwidth)`` times the
     median distance among ``phi_fit`` (not differentiated). Returns the mean over target columns
-    with non-zero variance of ``mean_i (pred - y)^2 / var(y)``, a scalar tensor.
+    with non-zero variance of ``mean_i (pred - y)^2 / var(y)``, a scalar tensor; with
+    ``statistics_val [m, c]``, ``mean_i ((pred_i - y_i) . s_i)^2 / var_i(y_i . s_i)``.
     """
     n = phi_fit.shape[0]
     centre = phi_fit.mean(0, keepdim=True)
@@ -80,6 +86,13 @@ def heldout_error(
         return torch.full((), math.nan, dtype=torch.float64, device=gram.device)
     mean = y_fit.mean(0, keepdim=True)
     prediction = kernel(phi_val, phi_fit, bandwidth) @ torch.cholesky_solve(y_fit - mean, chol) + mean
+    if statistics_val is not None:
+        statistics_val = statistics_val.to(prediction.dtype)
+        contracted = (y_val * statistics_val).sum(1)
+        var = contracted.var(unbiased=False)
+        if not bool(var > 0):
+            return (prediction.sum() * 0.0).to(torch.float64)
+        return ((prediction - y_val) * statistics_val).sum(1).pow(2).mean() / var
     var = y_val.var(0, unbiased=False)
     keep = var > 1e-12 * var.max().clamp_min(1e-300)
     if not bool(keep.any()):
@@ -129,19 +142,21 @@ class KernelLearning:
         """Whether learner call number ``call`` (0-based) starts with an update."""
         return call % self.every == 0
 
-    def objective(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Held-out error for samples ``x [2n, ...]`` with targets ``y [2n, c]`` (fit on the first half)."""
+    def objective(self, x: torch.Tensor, y: torch.Tensor, statistics: torch.Tensor | None = None) -> torch.Tensor:
+        """Held-out error for samples ``x [2n, ...]`` with targets ``y [2n, c]`` (fit on the first
+        half), contracted with ``statistics [2n, c]`` when given (see :func:`heldout_error`)."""
         n = x.shape[0] // 2
         phi = self.features(x).reshape(x.shape[0], -1).to(torch.float64)
         y = y.to(torch.float64)
-        return heldout_error(phi[:n], y[:n], phi[n:], y[n:], self.kernel, self.log_bandwidth, self.log_ridge)
+        return heldout_error(phi[:n], y[:n], phi[n:], y[n:], self.kernel, self.log_bandwidth, self.log_ridge,
+                             None if statistics is None else statistics[n:])
 
     def update(self, sample_targets: Callable[[int], tuple], steps: int | None = None) -> float:
         """``steps`` Adam steps (default: ``self.steps``, or ``warmup`` at the first update).
 
         ``sample_targets(m) -> (x [m, ...], y [m, c])`` draws ``m`` fresh sleep samples and their
-        learning targets. Non-finite samples, targets, error or gradients skip the Adam step
-        (counted in ``skipped``).
+        learning targets, or ``(x, y, statistics [m, c])`` to score the contracted error.
+        Non-finite samples, targets, error or gradients skip the Adam step (counted in ``skipped``).
         Returns the last held-out error (before its step).
         """
         if steps is None:
@@ -150,11 +165,13 @@ class KernelLearning:
         self.features.train()
         try:
             for _ in range(steps):
-                x, y = sample_targets(2 * self.samples)
-                if not (bool(torch.isfinite(y).all()) and (not x.is_floating_point() or bool(torch.isfinite(x).all()))):
+                x, y, *statistics = sample_targets(2 * self.samples)
+                statistics = statistics[0] if statistics else None
+                finite = bool(torch.isfinite(y).all()) and (statistics is None or bool(torch.isfinite(statistics).all()))
+                if not (finite and (not x.is_floating_point() or bool(torch.isfinite(x).all()))):
                     self.skipped += 1  # the model produced non-finite samples; the learner's step reports them
                     continue
-                error = self.objective(x, y)
+                error = self.objective(x, y, statistics)
                 value = float(error.detach())
                 self.optimizer.zero_grad(set_to_none=True)
                 if not math.isfinite(value):

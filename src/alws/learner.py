@@ -103,8 +103,11 @@ class ALWS:
             on ``2 * kernel_samples`` fresh sleep samples (default ``min(200, max(50, n_sleep / 4))``);
             ``kernel_warmup`` Adam steps at the first.
         kernel_objective: learning targets: ``"targets"`` (the exponential-family targets when the
-            model has the hooks, else ``log p(z, x)``) or ``"directional"`` (their derivatives
-            along random parameter directions, like the leave-one-out selection).
+            model has the hooks, else ``log p(z, x)``), ``"directional"`` (their derivatives
+            along random parameter directions, like the leave-one-out selection) or
+            ``"log-likelihood"`` (the targets' error contracted with the held-out points'
+            statistics ``[1, S(x)]``, as the wake step contracts them: the error in the
+            log-likelihood each point is given).
         kernel_hyperparameters: with a learned kernel, where the regression's bandwidth and
             ridge come from: ``"selection"`` (default; leave-one-out grid search on the learned
             features, the bandwidth following the features' median distance between selections)
@@ -222,7 +225,7 @@ class ALWS:
         check_int("kernel_warmup", kernel_warmup, 0)
         check_positive("kernel_lr", kernel_lr)
         check_choice("learn_kernel", learn_kernel, ["auto", True, False])
-        check_choice("kernel_objective", kernel_objective, ["targets", "directional"])
+        check_choice("kernel_objective", kernel_objective, ["targets", "directional", "log-likelihood"])
         check_choice("kernel_hyperparameters", kernel_hyperparameters, ["selection", "learned"])
         check_choice("weights", weights, ["krr", "nonnegative"])
         self.weight_mode = weights
@@ -444,11 +447,17 @@ class ALWS:
             out.append((False, y[:, :, 0] if stats is None else torch.einsum("ikq,iq->ik", y, stats), None))
         return out
 
-    def kernel_targets(self, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def kernel_targets(self, n: int) -> tuple[torch.Tensor, ...]:
         """``(x [n, *x_shape], y [n, c])``: ``n`` fresh sleep samples and the kernel-learning targets
         (float64, no gradient): see ``kernel_objective``. At most 256 target columns, a random subset
-        when there are more."""
+        when there are more; with ``"log-likelihood"`` every column and the statistics they are
+        contracted with, ``(x, y, statistics [n, c])``."""
         z, x = self.sleep(n)
+        if self.kernel_objective == "log-likelihood":
+            with torch.no_grad():
+                y = self._learning_path.targets(z, x).detach().reshape(n, -1).to(torch.float64)
+                statistics = self._learning_path.statistics(x).detach().reshape(n, -1).to(torch.float64)
+            return x, y, statistics
         if self.kernel_objective == "directional":
             with torch.enable_grad():
                 t = self._learning_path.targets(z, x)
@@ -600,7 +609,7 @@ class ALWS:
             if flag is not None and not bool(flag):
                 if self.kernel_learning is not None:
                     # from fresh samples with their targets (a map may start at what predicts them)
-                    x, y = self.kernel_targets(max(self.kernel_learning.samples, 2))
+                    x, y, *_ = self.kernel_targets(max(self.kernel_learning.samples, 2))
                     features.initialise(x, y)
                 else:
                     features.initialise(x_sleep)

@@ -35,6 +35,52 @@ def test_init_scale_widens_how_much_the_image_depends_on_z(generator):
             ImageModel((1, 8, 8), init_scale=bad)
 
 
+@pytest.mark.parametrize("generator", ["mlp", "dcgan"])
+def test_a_bounded_gaussian_mean_stays_in_its_range_and_keeps_the_fast_path(generator):
+    torch.manual_seed(0)
+    model = ImageModel((1, 8, 8), latent_dim=3, likelihood="gaussian", generator=generator, hidden=16, init_scale=50.0,
+                       mean_range=(0.0, 1.0))
+    with torch.no_grad():
+        means = model.mean_image(torch.randn(300, 3))
+    assert 0.0 <= float(means.min()) and float(means.max()) <= 1.0
+    assert float(means.min()) < 0.05 and float(means.max()) > 0.95  # a wide generator reaches both ends
+    unbounded = ImageModel((1, 8, 8), latent_dim=3, likelihood="gaussian", generator=generator, hidden=16, init_scale=50.0)
+    unbounded.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        assert float(unbounded.mean_image(torch.randn(300, 3)).abs().max()) > 1.5
+    alws.check_model(model)  # the natural parameters still match log_joint
+    for bad in ((1.0, 0.0), (0.0, float("inf"))):
+        with pytest.raises(ValueError, match="mean_range"):
+            ImageModel((1, 8, 8), likelihood="gaussian", mean_range=bad)
+    with pytest.raises(ValueError, match="mean_range"):
+        ImageModel((1, 8, 8), likelihood="bernoulli", mean_range=(0.0, 1.0))
+
+
+def test_the_experiment_bounds_the_mean_to_the_pixels_range():
+    from alws.experiments.images import mean_range
+
+    unit = torch.rand(10, 1, 4, 4)
+    assert mean_range("auto", unit, "gaussian") == (0.0, 1.0)
+    assert mean_range("auto", unit * 4 - 2, "gaussian") is None  # whitened patches: unbounded
+    assert mean_range("bounded", unit * 4 - 2, "gaussian") == (float((unit * 4 - 2).min()), float((unit * 4 - 2).max()))
+    assert mean_range("unbounded", unit, "gaussian") is None
+    assert mean_range("auto", unit.round(), "bernoulli") is None
+    with pytest.raises(ConfigError, match="no range"):
+        mean_range("bounded", torch.zeros(3, 1, 2, 2), "gaussian")
+
+
+def test_the_kernel_objective_follows_the_likelihood_unless_set():
+    from alws.experiments.base import load_experiment, resolve_config
+    from alws.experiments.images import alws_options
+
+    module = load_experiment("images")
+    config = resolve_config(module)
+    assert alws_options(config, "gaussian")["kernel_objective"] == "log-likelihood"
+    assert alws_options(config, "bernoulli")["kernel_objective"] == "targets"
+    chosen = resolve_config(module, overrides=['kernel_objective="directional"'])
+    assert alws_options(chosen, "gaussian")["kernel_objective"] == "directional"
+
+
 def test_smoke_runs_of_alws_and_a_baseline_write_the_table_and_the_grid(tmp_path):
     from alws.experiments.base import run_experiment
 

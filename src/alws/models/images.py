@@ -58,10 +58,14 @@ class ImageModel(LatentVariableModel):
     ``init_scale`` multiplies the generator's last layer at initialisation (weights only). With
     PyTorch's default initialisation the MLP's outputs vary by about 0.2 across ``z``, so a
     Bernoulli image hardly depends on ``z``: ALWS's regression of the targets on ``x`` then sees no
-    signal and its gradient only matches the mean image (docs/results.md, Experiment VI)."""
+    signal and its gradient only matches the mean image (docs/results.md, Experiment VI).
+
+    ``mean_range=(low, high)`` bounds a Gaussian likelihood's mean to that interval,
+    ``low + (high - low) sigmoid(G(z))`` (the pixels' range, as the method's authors bounded theirs
+    with ``tanh`` for data in ``[-1, 1]``); ``None`` leaves it unbounded, ``G(z)``."""
 
     def __init__(self, shape: tuple, latent_dim: int = 16, likelihood: str = "gaussian", generator: str = "mlp", hidden: int = 256,
-                 sigma: float = 0.2, init_scale: float = 1.0):
+                 sigma: float = 0.2, init_scale: float = 1.0, mean_range: tuple[float, float] | None = None):
         super().__init__()
         if not (math.isfinite(init_scale) and init_scale > 0):
             raise ValueError(f"init_scale must be a finite number > 0, got {init_scale!r}")
@@ -69,6 +73,14 @@ class ImageModel(LatentVariableModel):
             raise ValueError(f"likelihood must be 'bernoulli' or 'gaussian', got {likelihood!r}")
         if generator not in ("mlp", "dcgan"):
             raise ValueError(f"generator must be 'mlp' or 'dcgan', got {generator!r}")
+        if mean_range is not None:
+            low, high = (float(v) for v in mean_range)
+            if likelihood != "gaussian":
+                raise ValueError("mean_range bounds a Gaussian likelihood's mean; a Bernoulli mean is already in (0, 1)")
+            if not (math.isfinite(low) and math.isfinite(high) and low < high):
+                raise ValueError(f"mean_range must be two finite numbers low < high, got {mean_range!r}")
+            mean_range = (low, high)
+        self.mean_range = mean_range
         self.shape, self.latent_dim, self.kind = tuple(shape), latent_dim, likelihood
         self.generator = MLPGenerator(latent_dim, shape, hidden) if generator == "mlp" else DCGANGenerator(latent_dim, shape)
         if init_scale != 1.0:
@@ -88,15 +100,21 @@ class ImageModel(LatentVariableModel):
     def log_prior(self, z: torch.Tensor) -> torch.Tensor:
         return self.prior(z.shape[0]).log_prob(z)
 
+    def _gaussian_mean(self, out: torch.Tensor) -> torch.Tensor:
+        if self.mean_range is None:
+            return out
+        low, high = self.mean_range
+        return low + (high - low) * torch.sigmoid(out)
+
     def likelihood(self, z: torch.Tensor) -> D.Distribution:
         out = self.generator(z)
         if self.kind == "bernoulli":
             return D.Independent(D.Bernoulli(logits=out), 3)
-        return D.Independent(D.Normal(out, self.log_sigma.exp()), 3)
+        return D.Independent(D.Normal(self._gaussian_mean(out), self.log_sigma.exp()), 3)
 
     def mean_image(self, z: torch.Tensor) -> torch.Tensor:
         out = self.generator(z)
-        return torch.sigmoid(out) if self.kind == "bernoulli" else out
+        return torch.sigmoid(out) if self.kind == "bernoulli" else self._gaussian_mean(out)
 
     def rsample(self, n: int) -> torch.Tensor:
         return self.mean_image(self.prior(n).sample())
