@@ -107,7 +107,9 @@ class ALWS:
             along random parameter directions, like the leave-one-out selection) or
             ``"log-likelihood"`` (the targets' error contracted with the held-out points'
             statistics ``[1, S(x)]``, as the wake step contracts them: the error in the
-            log-likelihood each point is given).
+            log-likelihood each point is given). ``"auto"`` (default): ``"log-likelihood"``
+            for real-valued observations, ``"targets"`` when every number of ``x`` is an integer
+            (binary, count data), as measured in docs/results.md.
         kernel_hyperparameters: with a learned kernel, where the regression's bandwidth and
             ridge come from: ``"selection"`` (default; leave-one-out grid search on the learned
             features, the bandwidth following the features' median distance between selections)
@@ -181,7 +183,7 @@ class ALWS:
         kernel_samples: int | None = None,
         kernel_lr: float = 1e-2,
         kernel_warmup: int = 20,
-        kernel_objective: str = "targets",
+        kernel_objective: str = "auto",
         kernel_hyperparameters: str = "selection",
         bandwidth: float | None = None,
         ridge: float | None = None,
@@ -225,7 +227,7 @@ class ALWS:
         check_int("kernel_warmup", kernel_warmup, 0)
         check_positive("kernel_lr", kernel_lr)
         check_choice("learn_kernel", learn_kernel, ["auto", True, False])
-        check_choice("kernel_objective", kernel_objective, ["targets", "directional", "log-likelihood"])
+        check_choice("kernel_objective", kernel_objective, ["auto", "targets", "directional", "log-likelihood"])
         check_choice("kernel_hyperparameters", kernel_hyperparameters, ["selection", "learned"])
         check_choice("weights", weights, ["krr", "nonnegative"])
         self.weight_mode = weights
@@ -250,6 +252,8 @@ class ALWS:
         self.features = self._resolve_features(features, feature_dim, device)
         self.kernel_learning = self._resolve_kernel_learning(
             learn_kernel, dict(every=kernel_every, steps=kernel_steps, samples=kernel_samples, lr=kernel_lr, warmup=kernel_warmup))
+        if kernel_objective == "auto":
+            kernel_objective = "targets" if _integer_valued(self._probe) else "log-likelihood"
         self.kernel_objective, self.kernel_hyperparameters = kernel_objective, kernel_hyperparameters
         if self.features is not None:
             check_features(self.features, self._probe, trained=self.kernel_learning is not None)
@@ -766,6 +770,11 @@ class ALWS:
             rows.append([g if g is None or name not in by_name else g - by_name[name] for (name, _), g in zip(named, grads)])
         grads = [None if rows[0][i] is None else torch.stack([row[i] for row in rows]) for i in range(len(params))]
         return _named_gradients(named, grads, (batch,))
+
+
+def _integer_valued(x: torch.Tensor) -> bool:
+    """Whether every number of the samples ``x`` is an integer (binary or count observations)."""
+    return not x.is_floating_point() or bool((x == x.round()).all())
 
 
 @contextlib.contextmanager

@@ -70,15 +70,13 @@ def test_the_experiment_bounds_the_mean_to_the_pixels_range():
 
 
 def test_the_kernel_objective_follows_the_likelihood_unless_set():
-    from alws.experiments.base import load_experiment, resolve_config
-    from alws.experiments.images import alws_options
+    from alws.learner import ALWS
 
-    module = load_experiment("images")
-    config = resolve_config(module)
-    assert alws_options(config, "gaussian")["kernel_objective"] == "log-likelihood"
-    assert alws_options(config, "bernoulli")["kernel_objective"] == "targets"
-    chosen = resolve_config(module, overrides=['kernel_objective="directional"'])
-    assert alws_options(chosen, "gaussian")["kernel_objective"] == "directional"
+    torch.manual_seed(0)
+    for likelihood, objective in (("gaussian", "log-likelihood"), ("bernoulli", "targets")):
+        model = ImageModel((1, 8, 8), latent_dim=3, likelihood=likelihood, hidden=16)
+        assert ALWS(model, n_sleep=50).kernel_objective == objective
+        assert ALWS(model, n_sleep=50, kernel_objective="directional").kernel_objective == "directional"
 
 
 def test_smoke_runs_of_alws_and_a_baseline_write_the_table_and_the_grid(tmp_path):

@@ -154,7 +154,7 @@ class KernelConfig(ExperimentConfig):
     kernel_samples: int | None = setting(None, ge=2)
     kernel_lr: float = setting(0.01, gt=0)
     kernel_hyperparameters: str = setting("selection", choices=("selection", "learned"))
-    kernel_objective: str = setting("targets", choices=("targets", "directional", "log-likelihood"))
+    kernel_objective: str = setting("auto", choices=("auto", "targets", "directional", "log-likelihood"))
     weights: str = setting("krr", choices=("krr", "nonnegative"))
     stein: bool | list = False  # Stein control variate: True, False or a list of parameter names (see alws.ALWS)
 

@@ -64,11 +64,6 @@ class Config(TrainingConfig):
     n_features: int = setting(1000, ge=1)
     projection_dim: int = setting(32, ge=1)
     kernel_every: int = 1  # the schedule of the measurements in docs/results.md
-    # what the learned kernel is trained to predict (alws-learned); "auto": the log-likelihood
-    # contraction for a Gaussian likelihood, the targets for a Bernoulli one. Measured on four seeds
-    # each (docs/results.md): MNIST FID 2.1-2.5 against 2.3-97, Fashion-MNIST 3.6-18.7 against
-    # 3.8-17.7 (better on six of eight runs); binarised MNIST 6.0-11.5 against 3.5-7.1 (worse on all four)
-    kernel_objective: str = setting("auto", choices=("auto", "targets", "directional", "log-likelihood"))
     particles: int = setting(8, ge=1)
     n_critic: int = setting(5, ge=1)
     n_eval: int = setting(1000, ge=2)
@@ -112,22 +107,13 @@ def _train_method(method: str, config: Config, train: torch.Tensor, likelihood: 
     start = time.perf_counter()
     if method.startswith("alws"):
         features = RandomProjection(shape, config.projection_dim, seed=config.seed).to(config.device) if method == "alws-projection" else None
-        history = fit(model, train, options, n_features=config.n_features, **alws_options(config, likelihood, features))
+        history = fit(model, train, options, n_features=config.n_features, **config.alws_options(features))
     else:
         settings = {"particles": config.particles} if method in ("iwae", "rws", "sivi") else {}
         if method == "wgan-gp":
             settings = {"n_critic": config.n_critic}
         history = baselines.fit(method, model, train, options, **settings)
     return model, time.perf_counter() - start, len(history)
-
-
-def alws_options(config: Config, likelihood: str, features=None) -> dict:
-    """:func:`alws.fit`'s keywords for the ALWS methods, with ``kernel_objective="auto"`` resolved:
-    ``"log-likelihood"`` for a Gaussian likelihood, ``"targets"`` for a Bernoulli one."""
-    options = config.alws_options(features)
-    if options["kernel_objective"] == "auto":
-        options["kernel_objective"] = "log-likelihood" if likelihood == "gaussian" else "targets"
-    return options
 
 
 def mean_range(setting: str, train: torch.Tensor, likelihood: str) -> tuple[float, float] | None:
