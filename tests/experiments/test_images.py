@@ -127,3 +127,15 @@ def test_benchmark_smoke_writes_per_dataset_and_combined_tables_and_resumes_from
     assert "| alws-projection |" in (out / "table.md").read_text()
     again, _ = resume_experiment(out, progress=False)
     assert again["datasets"] == results["datasets"]  # reused from the stage, not retrained
+
+
+def test_a_run_started_before_the_bounded_mean_resumes_with_the_model_it_had():
+    from alws.experiments.base import config_of_run, load_experiment
+
+    module = load_experiment("images")
+    older = config_of_run(module, {"dataset": "mnist", "seed": 3}, "config.json")
+    assert (older.gaussian_mean, older.kernel_objective, older.seed) == ("unbounded", "targets", 3)
+    recorded = config_of_run(module, {"dataset": "mnist", "gaussian_mean": "auto", "kernel_objective": "auto"}, "config.json")
+    assert (recorded.gaussian_mean, recorded.kernel_objective) == ("auto", "auto")
+    with pytest.raises(ConfigError, match="gaussian_mean"):
+        config_of_run(module, {"gaussian_mean": "clipped"}, "config.json")

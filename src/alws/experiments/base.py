@@ -160,6 +160,8 @@ class KernelConfig(ExperimentConfig):
 
     #: feature names an experiment accepts beyond the library's (e.g. its own hand-made features)
     extra_features = ()
+    #: for keys an older run's config.json lacks: the behaviour that run had (before the key existed)
+    older_run_values = {"kernel_objective": "targets"}
 
     def __post_init__(self):
         self.learn_kernel = _three_way(self.learn_kernel)
@@ -566,6 +568,17 @@ def run_experiment(name, preset="default", config_file=None, overrides=(), out_d
     return _execute(module, name, preset, config, out_dir, progress, resume=False), out_dir
 
 
+def config_of_run(module, recorded: dict, where: str):
+    """The config a run directory's ``config.json`` (its ``"config"`` entry) describes, validated.
+    Keys added to the experiment after the run started take the value that reproduces what the run
+    did (``Config.older_run_values``), not today's default."""
+    older = {k: v for k, v in getattr(module.Config, "older_run_values", {}).items() if k not in recorded}
+    values = _apply(module.Config, asdict(module.Config()), {**older, **recorded}, where)
+    config = module.Config(**values)
+    config.validate()
+    return config
+
+
 def resume_experiment(out_dir, progress=None):
     """Continue the run in ``out_dir`` from its stages and checkpoints; returns ``(results, out_dir)``.
 
@@ -586,9 +599,7 @@ def resume_experiment(out_dir, progress=None):
     module = load_experiment(record["experiment"])
     if not isinstance(record["config"], dict):
         raise ConfigError(f"{path}: 'config' must be a JSON object")
-    values = _apply(module.Config, asdict(module.Config()), record["config"], str(path))
-    config = module.Config(**values)
-    config.validate()
+    config = config_of_run(module, record["config"], str(path))
     if (out_dir / "results.json").exists():
         results = read_json(out_dir / "results.json", "the run's results")
         print(f"alws: {out_dir} is already finished (results.json); nothing to resume", file=sys.stderr, flush=True)

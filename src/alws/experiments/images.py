@@ -54,6 +54,7 @@ class Config(TrainingConfig):
     # a Gaussian likelihood's mean: "bounded" to the training pixels' [min, max] through a sigmoid,
     # "unbounded" (the generator's raw output), "auto": bounded when the pixels lie in [0, 1]
     gaussian_mean: str = setting("auto", choices=("auto", "bounded", "unbounded"))
+    older_run_values = {**TrainingConfig.older_run_values, "gaussian_mean": "unbounded"}
     lr: float = 1e-3  # the baselines' learning rate
     alws_lr: float = setting(3e-3, gt=0)
     n_sleep: int = 1000  # 5000 with random features is affordable, but gives ~4x fewer steps per budget
