@@ -155,7 +155,7 @@ def run(config: Config, ctx) -> dict:
     record = record_parameters(model.values, config.record_every)
     start = time.perf_counter()
     features = {"binned": lambda: BinnedTrace(config.bin_steps), "raw": lambda: "none",
-                "learned+roughness": lambda: ProjectionAndRoughness(config.n_steps, config.feature_dim, weight=config.roughness_weight).to(config.device)}
+                "learned+roughness": lambda: ProjectionAndRoughness(config.n_steps, config.feature_dim, weight=config.roughness_weight)}
     features = features[config.features]() if config.features in features else None
     history = fit(model, data, ctx.train_options("alws", config, callbacks=[record]),
                   **config.alws_options(features))

@@ -107,7 +107,7 @@ def _train_method(method: str, config: Config, train: torch.Tensor, likelihood: 
                                 **({"lr": config.alws_lr} if method.startswith("alws") else {}))
     start = time.perf_counter()
     if method.startswith("alws"):
-        features = RandomProjection(shape, config.projection_dim, seed=config.seed).to(config.device) if method == "alws-projection" else None
+        features = RandomProjection(shape, config.projection_dim, seed=config.seed) if method == "alws-projection" else None
         history = fit(model, train, options, n_features=config.n_features, **config.alws_options(features))
     else:
         settings = {"particles": config.particles} if method in ("iwae", "rws", "sivi") else {}
