@@ -94,6 +94,31 @@ def test_closed_form_loo_matches_brute_force(center):
             assert fast[i, j] == pytest.approx(float(brute), rel=1e-8)
 
 
+@pytest.mark.parametrize("q", [2, 5])  # q > 2 contracts before the ridge loop
+def test_contracted_loo_matches_brute_force(q):
+    # the exponential-family path: k = 3 quantities, each q regressions contracted with s_i
+    g = torch.Generator().manual_seed(1)
+    n, k = 30, 3
+    x = torch.randn(n, 2, generator=g, dtype=torch.float64)
+    y = torch.sin(x[:, :1, None] * torch.arange(1, k * q + 1, dtype=x.dtype).reshape(1, k, q))
+    y = y + 0.1 * torch.randn(n, k, q, generator=g, dtype=x.dtype)
+    stats = torch.randn(n, q, generator=g, dtype=x.dtype)
+    bandwidths, ridges = [0.7, 2.0], [1e-4, 1e-2, 1.0]
+    fast = regression.loo_errors(x, y, K, bandwidths, ridges, True, stats)
+    yc = (y - y.mean(0, keepdim=True)).reshape(n, -1)
+    var = torch.einsum("ikq,iq->ik", y, stats).var(0, unbiased=False)
+    for i, bw in enumerate(bandwidths):
+        for j, lam in enumerate(ridges):
+            resid = []
+            for m in range(n):
+                keep = torch.arange(n) != m
+                gram = K(x[keep], x[keep], bw) + n * lam * torch.eye(n - 1, dtype=x.dtype)
+                pred = (K(x[m : m + 1], x[keep], bw) @ torch.linalg.solve(gram, yc[keep]))[0]
+                resid.append(((yc[m] - pred).reshape(k, q) * stats[m]).sum(1))
+            brute = ((torch.stack(resid) ** 2).mean(0) / var).mean()
+            assert fast[i, j] == pytest.approx(float(brute), rel=1e-8)
+
+
 @pytest.mark.parametrize("n_features", [60, 120])  # more features than the 40 samples
 def test_loo_on_random_features_matches_brute_force_ridge_on_those_features(n_features):
     torch.manual_seed(0)

@@ -280,12 +280,24 @@ def loo_errors(x: torch.Tensor, y: torch.Tensor, kernel: Kernel, bandwidths, rid
         s = s.clamp_min(0.0)
         uy = u.T @ flat  # [n, k q]
         u2 = u * u
-        for j, ridge in enumerate(lam):
-            inv = 1.0 / (s + n * ridge)
-            alpha = u @ (inv[:, None] * uy)  # G^-1 y
-            resid = (alpha / (u2 @ inv)[:, None]).reshape(n, -1, q)
-            resid = resid[:, :, 0] if statistics is None else torch.einsum("ikq,iq->ik", resid, statistics)
-            out[i, j] = ((resid**2).mean(0) / var).mean()
+        inverses = [1.0 / (s + n * ridge) for ridge in lam]
+        if statistics is None or q <= 2:
+            for j, inv in enumerate(inverses):
+                alpha = u @ (inv[:, None] * uy)  # G^-1 y
+                resid = (alpha / (u2 @ inv)[:, None]).reshape(n, -1, q)
+                resid = resid[:, :, 0] if statistics is None else torch.einsum("ikq,iq->ik", resid, statistics)
+                out[i, j] = ((resid**2).mean(0) / var).mean()
+        else:
+            # contract before the ridge loop: [G^-1 Y_k]_i . s_i = sum_m u_im inv_m C_k[m, i] with
+            # C_k = (U^T Y_k) S^T, so each ridge costs n^2 per quantity instead of n^2 q
+            stats = statistics.to(flat.dtype)
+            squared = torch.zeros(len(lam), y.shape[1], dtype=flat.dtype, device=flat.device)
+            for k in range(y.shape[1]):
+                contracted = uy[:, k * q:(k + 1) * q] @ stats.T  # [n (eigen), n (points)]
+                for j, inv in enumerate(inverses):
+                    resid = ((u * inv) * contracted.T).sum(1) / (u2 @ inv)
+                    squared[j, k] = resid.pow(2).mean()
+            out[i] = (squared / var).mean(1)
     return out
 
 
