@@ -122,7 +122,7 @@ def test_the_log_likelihood_objective_scores_the_contraction_the_wake_step_uses(
 
 @pytest.mark.parametrize("option, value, message", [
     ("kernel_every", 0, "kernel_every"), ("kernel_steps", -1, "kernel_steps"), ("kernel_samples", 1, "kernel_samples"),
-    ("kernel_lr", 0.0, "kernel_lr"), ("kernel_warmup", -2, "kernel_warmup"),
+    ("kernel_lr", 0.0, "kernel_lr"), ("kernel_warmup", -2, "kernel_warmup"), ("kernel_lr_decay", 0, "kernel_lr_decay"),
 ])
 def test_a_bad_kernel_learning_schedule_is_refused(option, value, message, channels):
     model, _ = channels
@@ -158,6 +158,28 @@ def test_learned_kernel_resumes_exactly(tmp_path, channels):
     assert len(history) == 6 and "kernel_error" in history[-1]
     for k, p in again.named_parameters():
         assert torch.equal(p.detach(), straight[k]), k
+
+
+def test_the_kernel_learning_rate_decays_after_its_steps_at_the_full_rate_and_resumes(channels):
+    model, data = channels
+    learner = ALWS(model, n_sleep=80, features="linear", feature_dim=3, kernel_samples=30, kernel_lr=0.02, kernel_warmup=0,
+                   kernel_lr_decay=4)
+    learner.features.initialise(data[:60])
+    learning = learner.kernel_learning
+
+    def rates():
+        return [group["lr"] for group in learning.optimizer.param_groups]
+
+    learning.update(learner.kernel_targets, steps=4)
+    assert rates() == [0.02, 0.02]  # the first T = 4 Adam steps at the full rate
+    learning.update(learner.kernel_targets, steps=12)
+    assert rates() == pytest.approx([0.02 * math.sqrt(4 / 16)] * 2)
+    state = learning.state_dict()
+    fresh = ALWS(model, n_sleep=80, features="linear", feature_dim=3, kernel_samples=30, kernel_lr=0.02, kernel_lr_decay=4)
+    fresh.kernel_learning.load_state_dict(state)
+    assert [g["lr"] for g in fresh.kernel_learning.optimizer.param_groups] == pytest.approx(rates())
+    assert learning.describe()["lr_decay"] == 4
+    assert "lr_decay" not in ALWS(model, n_sleep=80, features="linear").kernel_learning.describe()  # older checkpoints match
 
 
 def test_an_update_on_non_finite_samples_is_skipped_and_counted():

@@ -122,7 +122,8 @@ def test_a_projection_of_x_fixes_the_fast_path():
     records = {}
     for setting in ("auto", True, False):
         torch.manual_seed(0)
-        learner = ALWS(model, n_sleep=400, regression="exact", features=projection, exponential_family=setting)
+        # two directions: the draw at which the errors alone would pick the plain path (with 8, not)
+        learner = ALWS(model, n_sleep=400, regression="exact", features=projection, exponential_family=setting, select_directions=2)
         records[setting] = learner.loss(data)[1]
     assert learner.features_reduce_x
     assert records[False]["loo_error"] < records[True]["loo_error"]  # the errors alone would pick the plain path
@@ -313,3 +314,26 @@ def test_per_parameter_paths_are_refused_with_stein_and_named_in_errors(linear_g
         ALWS(model, exponential_family="per-parameter", stein=True)
     with pytest.raises(ValueError, match="per-parameter"):
         ALWS(model, exponential_family="sometimes")
+
+
+def test_more_selection_directions_steady_the_leave_one_out_surface(linear_gaussian_data):
+    """Each selection scores derivatives along fresh random directions; averaging more of them
+    makes the error surface (and so the chosen ridge) depend less on the draw."""
+    from alws.regression import loo_errors
+
+    _, _, model = linear_gaussian_data
+    spread = {}
+    for k in (2, 8):
+        learner = ALWS(model, n_sleep=300, regression="exact", select_directions=k)
+        torch.manual_seed(0)
+        z, x = learner.sleep(300)
+        surfaces = []
+        for seed in range(12):
+            torch.manual_seed(seed)
+            (_, y, stats), = [c for c in learner.selection_candidates(z, x) if c[0]]
+            assert y.shape[1] == k
+            surfaces.append(loo_errors(x.double(), y, learner.kernel, [0.5, 1.0, 2.0], [1e-4, 1e-2, 1.0], True, stats).log())
+        spread[k] = float(torch.stack(surfaces).std(0).mean())
+    assert spread[8] < 0.75 * spread[2]
+    with pytest.raises(ValueError, match="select_directions"):
+        ALWS(model, select_directions=0)

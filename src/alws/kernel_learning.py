@@ -100,6 +100,13 @@ def heldout_error(
     return ((prediction - y_val)[:, keep].pow(2).mean(0) / var[keep]).mean()
 
 
+def _decay(steps: int | None) -> Callable[[int], float]:
+    """The learning-rate factor at Adam step ``t``: 1, or ``sqrt(steps / t)`` once ``t > steps``."""
+    if steps is None:
+        return lambda t: 1.0
+    return lambda t: 1.0 if t <= steps else math.sqrt(steps / t)
+
+
 class KernelLearning:
     """Trains ``features`` (an ``nn.Module``), a bandwidth multiplier and a ridge on held-out sleep samples.
 
@@ -111,23 +118,30 @@ class KernelLearning:
         samples: ``n``; each Adam step draws ``2 n`` fresh sleep samples (``n`` to fit, ``n`` to score).
         lr: Adam's learning rate for the features, the log-bandwidth and the log-ridge.
         warmup: Adam steps at the first update (the kernel starts close to useful).
+        lr_decay: ``None`` (default): a constant rate; ``T`` (Adam steps): ``lr`` for the first
+            ``T`` steps, then ``lr * sqrt(T / t)`` at step ``t`` (a
+            :class:`torch.optim.lr_scheduler.LambdaLR`), so that a long run's features settle
+            while a short run keeps the full rate.
     """
 
     def __init__(self, features: nn.Module, kernel: Kernel, *, every: int = 1, steps: int = 1, samples: int = 500, lr: float = 1e-2,
-                 warmup: int = 20):
+                 warmup: int = 20, lr_decay: int | None = None):
         self.features, self.kernel = features, kernel
         self.every, self.steps, self.samples, self.lr, self.warmup = every, steps, samples, lr, warmup
+        self.lr_decay = lr_decay
         device = next(features.parameters()).device
         self.log_bandwidth = torch.zeros((), dtype=torch.float64, device=device, requires_grad=True)
         self.log_ridge = torch.tensor(math.log(1e-3), dtype=torch.float64, device=device, requires_grad=True)
         trainable = [p for p in features.parameters() if p.requires_grad]
         self.optimizer = torch.optim.Adam([{"params": trainable}, {"params": [self.log_bandwidth, self.log_ridge]}], lr=lr)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _decay(lr_decay))
         self.updates = 0
         self.error = math.nan
         self.skipped = 0
 
     def describe(self) -> dict:
-        return {"every": self.every, "steps": self.steps, "samples": self.samples, "lr": self.lr, "warmup": self.warmup}
+        described = {"every": self.every, "steps": self.steps, "samples": self.samples, "lr": self.lr, "warmup": self.warmup}
+        return described if self.lr_decay is None else {**described, "lr_decay": self.lr_decay}
 
     @property
     def bandwidth_multiplier(self) -> float:
@@ -184,6 +198,7 @@ class KernelLearning:
                     self.skipped += 1
                     continue
                 self.optimizer.step()
+                self.scheduler.step()
                 if callable(getattr(self.features, "renormalise", None)):
                     self.features.renormalise()
                 with torch.no_grad():
@@ -198,6 +213,7 @@ class KernelLearning:
     def state_dict(self) -> dict:
         return {
             "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
             "log_bandwidth": self.log_bandwidth.detach().clone(),
             "log_ridge": self.log_ridge.detach().clone(),
             "updates": self.updates,
@@ -210,4 +226,6 @@ class KernelLearning:
             self.log_bandwidth.copy_(state["log_bandwidth"])
             self.log_ridge.copy_(state["log_ridge"])
         self.optimizer.load_state_dict(state["optimizer"])
+        if "scheduler" in state:  # absent from checkpoints written before the schedule existed
+            self.scheduler.load_state_dict(state["scheduler"])
         self.updates, self.error, self.skipped = state["updates"], state["error"], state["skipped"]

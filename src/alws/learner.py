@@ -102,6 +102,8 @@ class ALWS:
             ``kernel_every`` steps, ``kernel_steps`` Adam steps at learning rate ``kernel_lr``, each
             on ``2 * kernel_samples`` fresh sleep samples (default ``min(200, max(50, n_sleep / 4))``);
             ``kernel_warmup`` Adam steps at the first.
+        kernel_lr_decay: ``None`` (default): ``kernel_lr`` throughout; ``T``: ``kernel_lr`` for
+            the first ``T`` kernel-learning Adam steps, then ``kernel_lr * sqrt(T / t)``.
         kernel_objective: learning targets: ``"targets"`` (the exponential-family targets when the
             model has the hooks, else ``log p(z, x)``), ``"directional"`` (their derivatives
             along random parameter directions, like the leave-one-out selection) or
@@ -119,6 +121,14 @@ class ALWS:
             features (pooling keeps the data inside the kernel's reach early in training).
         ridge_grid: candidate ridge values ``lambda > 0``.
         select_every: re-select hyper-parameters every so many steps (0: only at the first).
+        select_directions: random parameter directions ``v`` whose per-sample derivatives
+            ``v . grad_theta`` the selection scores (and ``exponential_family="per-parameter"``
+            compares), averaged. Each costs a double-backward pass over ``select_max`` samples per
+            selection. With 2 (before this could be set) the leave-one-out surface changed from
+            one selection to the next with the draw: on Fashion-MNIST with a learned kernel 5 of 28
+            selections jumped to a ten times larger ridge, and every time the generator's samples
+            blurred to their mean (FID 4 -> 17) until the next selection; with 8, 1 of 30
+            (docs/results.md).
         reach: the bandwidth is raised, at every step, until the median wake point has ``reach``
             sleep samples within two bandwidths (kernel value at least ``exp(-2)`` for the
             Gaussian); ``"auto"``: ``ceil(sqrt(N))``; 0: never raised; a fixed ``bandwidth`` is
@@ -183,6 +193,7 @@ class ALWS:
         kernel_samples: int | None = None,
         kernel_lr: float = 1e-2,
         kernel_warmup: int = 20,
+        kernel_lr_decay: int | None = None,
         kernel_objective: str = "auto",
         kernel_hyperparameters: str = "selection",
         bandwidth: float | None = None,
@@ -191,6 +202,7 @@ class ALWS:
         ridge_grid: Iterable[float] = DEFAULT_RIDGE_GRID,
         select_every: int = 100,
         select_max: int = 500,
+        select_directions: int = 8,
         reach: int | str = "auto",
         n_features: int = 1000,
         exponential_family: bool | str = "auto",
@@ -212,6 +224,8 @@ class ALWS:
             check_positive("every ridge (lambda) in ridge_grid", value)
         check_int("select_every", select_every, 0)
         check_int("select_max", select_max, 2)
+        check_int("select_directions (random parameter directions the selection scores)", select_directions, 1)
+        self.select_directions = select_directions
         if reach == "auto":
             reach = math.ceil(math.sqrt(n_sleep))
         check_int("reach (sleep samples within two bandwidths of the median wake point)", reach, 0)
@@ -225,6 +239,8 @@ class ALWS:
             kernel_samples = min(200, max(50, n_sleep // 4))
         check_int("kernel_samples (sleep samples per half of a kernel-learning batch)", kernel_samples, 2)
         check_int("kernel_warmup", kernel_warmup, 0)
+        if kernel_lr_decay is not None:
+            check_int("kernel_lr_decay (kernel-learning Adam steps at the full rate)", kernel_lr_decay, 1)
         check_positive("kernel_lr", kernel_lr)
         check_choice("learn_kernel", learn_kernel, ["auto", True, False])
         check_choice("kernel_objective", kernel_objective, ["auto", "targets", "directional", "log-likelihood"])
@@ -251,7 +267,8 @@ class ALWS:
         device = next(model.parameters()).device
         self.features = self._resolve_features(features, feature_dim, device)
         self.kernel_learning = self._resolve_kernel_learning(
-            learn_kernel, dict(every=kernel_every, steps=kernel_steps, samples=kernel_samples, lr=kernel_lr, warmup=kernel_warmup))
+            learn_kernel, dict(every=kernel_every, steps=kernel_steps, samples=kernel_samples, lr=kernel_lr, warmup=kernel_warmup,
+                               lr_decay=kernel_lr_decay))
         if kernel_objective == "auto":
             kernel_objective = "targets" if _integer_valued(self._probe) else "log-likelihood"
         self.kernel_objective, self.kernel_hyperparameters = kernel_objective, kernel_hyperparameters
@@ -333,6 +350,8 @@ class ALWS:
             "ridge_grid": list(self.ridge_grid),
             "select_every": self.select_every,
             "select_max": self.select_max,
+            # absent at 2, the count before it could be set, so that those checkpoints resume
+            **({} if self.select_directions == 2 else {"select_directions": self.select_directions}),
             "n_features": getattr(self.regressor, "n_features", None),
             "exponential_family": self.ef_setting if self.ef is not None else False,
             "center": self.center,
@@ -422,7 +441,7 @@ class ALWS:
         u = torch.zeros_like(t, requires_grad=True)
         return u, torch.autograd.grad(t, params, u, create_graph=True, allow_unused=True)
 
-    def selection_candidates(self, z, x: torch.Tensor, n_directions: int = 2) -> list:
+    def selection_candidates(self, z, x: torch.Tensor, n_directions: int | None = None) -> list:
         """Leave-one-out problems, one per allowed path: ``[(exponential_family, y, statistics)]``.
 
         Every candidate predicts the same quantities, the per-sample directional derivatives
@@ -432,6 +451,7 @@ class ALWS:
         ``[1, S(x_n)]``. Where the model does not support double backward, the values of the
         targets stand in for their directional derivatives.
         """
+        n_directions = self.select_directions if n_directions is None else n_directions
         forced = self._forced_path()
         allow_ef, allow_plain = forced in (None, True), forced in (None, False)
         fast = self.paths.get(True)
@@ -514,13 +534,14 @@ class ALWS:
         return dataclasses.replace(sel, multiplier=sel.bandwidth / median)
 
     def _choose_parameter_paths(self, z, x: torch.Tensor, phi: torch.Tensor, bandwidth: float, ridge: float,
-                                n_directions: int = 2) -> dict[str, bool]:
+                                n_directions: int | None = None) -> dict[str, bool]:
         """``{name: True (fast path) / False (plain)}``: for each parameter tensor, the path whose
         leave-one-out error of that tensor's directional derivatives is smaller at ``(bandwidth,
         ridge)`` on ``n`` sleep samples (``phi [n, D]`` their centred kernel inputs). The plain
         path's derivatives are the fast path's contracted with ``[1, S(x_n)]``, as in
         :meth:`selection_candidates`. Without double backward: ``{}`` (every tensor on the path
         chosen for all)."""
+        n_directions = self.select_directions if n_directions is None else n_directions
         fast = self.paths[True]
         named = trainable_parameters(self.model)
         features = self.regressor.loo_features(phi)

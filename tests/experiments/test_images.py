@@ -134,8 +134,9 @@ def test_a_run_started_before_the_bounded_mean_resumes_with_the_model_it_had():
 
     module = load_experiment("images")
     older = config_of_run(module, {"dataset": "mnist", "seed": 3}, "config.json")
-    assert (older.gaussian_mean, older.kernel_objective, older.seed) == ("unbounded", "targets", 3)
-    recorded = config_of_run(module, {"dataset": "mnist", "gaussian_mean": "auto", "kernel_objective": "auto"}, "config.json")
-    assert (recorded.gaussian_mean, recorded.kernel_objective) == ("auto", "auto")
+    assert (older.gaussian_mean, older.kernel_objective, older.select_directions, older.seed) == ("unbounded", "targets", 2, 3)
+    recorded = config_of_run(module, {"dataset": "mnist", "gaussian_mean": "auto", "kernel_objective": "auto", "select_directions": 8},
+                             "config.json")
+    assert (recorded.gaussian_mean, recorded.kernel_objective, recorded.select_directions) == ("auto", "auto", 8)
     with pytest.raises(ConfigError, match="gaussian_mean"):
         config_of_run(module, {"gaussian_mean": "clipped"}, "config.json")

@@ -155,13 +155,14 @@ class KernelConfig(ExperimentConfig):
     kernel_lr: float = setting(0.01, gt=0)
     kernel_hyperparameters: str = setting("selection", choices=("selection", "learned"))
     kernel_objective: str = setting("auto", choices=("auto", "targets", "directional", "log-likelihood"))
+    select_directions: int = setting(8, ge=1)
     weights: str = setting("krr", choices=("krr", "nonnegative"))
     stein: bool | list = False  # Stein control variate: True, False or a list of parameter names (see alws.ALWS)
 
     #: feature names an experiment accepts beyond the library's (e.g. its own hand-made features)
     extra_features = ()
     #: for keys an older run's config.json lacks: the behaviour that run had (before the key existed)
-    older_run_values = {"kernel_objective": "targets"}
+    older_run_values = {"kernel_objective": "targets", "select_directions": 2}
 
     def __post_init__(self):
         self.learn_kernel = _three_way(self.learn_kernel)
@@ -195,6 +196,7 @@ class KernelConfig(ExperimentConfig):
             "kernel_lr": self.kernel_lr,
             "kernel_hyperparameters": self.kernel_hyperparameters,
             "kernel_objective": self.kernel_objective,
+            "select_directions": self.select_directions,
             "weights": self.weights,
             "stein": self.stein,
         }
