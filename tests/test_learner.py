@@ -337,3 +337,8 @@ def test_more_selection_directions_steady_the_leave_one_out_surface(linear_gauss
     assert spread[8] < 0.75 * spread[2]
     with pytest.raises(ValueError, match="select_directions"):
         ALWS(model, select_directions=0)
+    # the default: 8 where the kernel learns (measured better there), 2 where it does not
+    assert ALWS(model, n_sleep=50).select_directions == 2
+    wide = alws.models.LinearGaussian(20, 2)
+    assert ALWS(wide, n_sleep=50).kernel_learning is not None and ALWS(wide, n_sleep=50).select_directions == 8
+    assert "select_directions" not in ALWS(model, n_sleep=50).describe()  # checkpoints written before it still match

@@ -124,11 +124,13 @@ class ALWS:
         select_directions: random parameter directions ``v`` whose per-sample derivatives
             ``v . grad_theta`` the selection scores (and ``exponential_family="per-parameter"``
             compares), averaged. Each costs a double-backward pass over ``select_max`` samples per
-            selection. With 2 (before this could be set) the leave-one-out surface changed from
-            one selection to the next with the draw: on Fashion-MNIST with a learned kernel 5 of 28
-            selections jumped to a ten times larger ridge, and every time the generator's samples
-            blurred to their mean (FID 4 -> 17) until the next selection; with 8, 1 of 30
-            (docs/results.md).
+            selection. ``None`` (default): 8 with a learned kernel, 2 without (the count before it
+            could be set). With a learned kernel and 2, the leave-one-out surface changed from one
+            selection to the next with the draw: on Fashion-MNIST 7 of 32 selections jumped to a
+            ten times larger ridge, and every time the generator's samples blurred to their mean
+            (FID 4 -> 16) until the next selection; with 8, 1 of 30, and Hodgkin-Huxley's
+            sigma_obs came within 25% of its truth on one seed of two. Without one, 8 made the
+            blowfly and 4-source ICA runs worse (docs/results.md).
         reach: the bandwidth is raised, at every step, until the median wake point has ``reach``
             sleep samples within two bandwidths (kernel value at least ``exp(-2)`` for the
             Gaussian); ``"auto"``: ``ceil(sqrt(N))``; 0: never raised; a fixed ``bandwidth`` is
@@ -202,7 +204,7 @@ class ALWS:
         ridge_grid: Iterable[float] = DEFAULT_RIDGE_GRID,
         select_every: int = 100,
         select_max: int = 500,
-        select_directions: int = 8,
+        select_directions: int | None = None,
         reach: int | str = "auto",
         n_features: int = 1000,
         exponential_family: bool | str = "auto",
@@ -224,8 +226,8 @@ class ALWS:
             check_positive("every ridge (lambda) in ridge_grid", value)
         check_int("select_every", select_every, 0)
         check_int("select_max", select_max, 2)
-        check_int("select_directions (random parameter directions the selection scores)", select_directions, 1)
-        self.select_directions = select_directions
+        if select_directions is not None:
+            check_int("select_directions (random parameter directions the selection scores)", select_directions, 1)
         if reach == "auto":
             reach = math.ceil(math.sqrt(n_sleep))
         check_int("reach (sleep samples within two bandwidths of the median wake point)", reach, 0)
@@ -269,6 +271,8 @@ class ALWS:
         self.kernel_learning = self._resolve_kernel_learning(
             learn_kernel, dict(every=kernel_every, steps=kernel_steps, samples=kernel_samples, lr=kernel_lr, warmup=kernel_warmup,
                                lr_decay=kernel_lr_decay))
+        #: ``None``: 8 with a learned kernel, else 2 (as measured, docs/results.md)
+        self.select_directions = select_directions or (2 if self.kernel_learning is None else 8)
         if kernel_objective == "auto":
             kernel_objective = "targets" if _integer_valued(self._probe) else "log-likelihood"
         self.kernel_objective, self.kernel_hyperparameters = kernel_objective, kernel_hyperparameters

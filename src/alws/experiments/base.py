@@ -153,9 +153,10 @@ class KernelConfig(ExperimentConfig):
     kernel_steps: int = setting(1, ge=1)
     kernel_samples: int | None = setting(None, ge=2)
     kernel_lr: float = setting(0.01, gt=0)
+    kernel_lr_decay: int | None = setting(None, ge=1)
     kernel_hyperparameters: str = setting("selection", choices=("selection", "learned"))
     kernel_objective: str = setting("auto", choices=("auto", "targets", "directional", "log-likelihood"))
-    select_directions: int = setting(8, ge=1)
+    select_directions: int | None = setting(None, ge=1)  # None: the library's choice (8 with a learned kernel, else 2)
     weights: str = setting("krr", choices=("krr", "nonnegative"))
     stein: bool | list = False  # Stein control variate: True, False or a list of parameter names (see alws.ALWS)
 
@@ -194,6 +195,7 @@ class KernelConfig(ExperimentConfig):
             "kernel_steps": self.kernel_steps,
             "kernel_samples": self.kernel_samples,
             "kernel_lr": self.kernel_lr,
+            "kernel_lr_decay": self.kernel_lr_decay,
             "kernel_hyperparameters": self.kernel_hyperparameters,
             "kernel_objective": self.kernel_objective,
             "select_directions": self.select_directions,

@@ -1,0 +1,108 @@
+"""Benchmark: an image model's FID *during* ALWS training, every ``--every`` seconds of training time.
+
+The images experiment scores a method once, at the end of its budget; a run whose quality swings
+from one hundred steps to the next then reads as a lottery. This trains one ALWS model on the
+images experiment's data, model and settings (``alws.experiments.images.Config``; ``--set KEY=JSON``
+overrides any of its keys) and scores FID on 1000 samples (drawn under a fixed seed, outside the
+training stream) each time another ``--every`` seconds of training have passed (counted from the
+call to :func:`alws.fit`, as the experiment's budget is, excluding the scoring itself). The result holds the FID trajectory and, per step, the regression's bandwidth and
+ridge, the loss, the gradient norm and the kernel learner's held-out error, so that a swing in FID
+can be read against what the learner chose.
+
+    python benchmarks/fid_over_training.py --set dataset='"fashion-mnist"' [--seed 0] [--seconds 300] [--every 30]
+                                           [--set select_directions=2] [--name NAME]
+
+Writes ``results/fid_over_training_NAME.json`` (``NAME`` defaults to dataset and seed).
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import statistics
+import time
+
+import torch
+
+import alws
+from alws.data import load_dataset
+from alws.experiments import images
+from alws.models import ImageModel
+from alws.objective import TrainOptions
+from alws.sample_quality import feature_network, fid
+from alws.seeding import seeded
+from alws.training import StopTraining
+from common import write
+
+HISTORY_KEYS = ("step", "bandwidth", "ridge", "loss", "grad_norm", "kernel_error", "path")
+
+
+def parse_sets(pairs: list[str]) -> dict:
+    values = {}
+    for pair in pairs:
+        key, _, text = pair.partition("=")
+        try:
+            values[key] = json.loads(text)
+        except json.JSONDecodeError:
+            raise SystemExit(f"--set {key}: {text!r} is not JSON (strings need quotes: '\"fashion-mnist\"')") from None
+    return values
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seconds", type=float, default=300.0, help="training time to run for")
+    parser.add_argument("--every", type=float, default=30.0, help="training seconds between FID scores")
+    parser.add_argument("--samples", type=int, default=1000, help="samples per FID score")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON", help="an images-experiment config key")
+    parser.add_argument("--name", default=None)
+    args = parser.parse_args()
+    config = dataclasses.replace(images.Config(seed=args.seed), **parse_sets(args.set))
+    config.validate()
+    train = load_dataset(config.dataset, config.data_path, "train", config.n_train, config.seed, config.image_size)
+    test = load_dataset(config.dataset, config.data_path, "test", config.n_test, config.seed, config.image_size)
+    likelihood = "bernoulli" if train.binary else "gaussian"
+    net, _ = feature_network(train.images[: config.feature_train_max],
+                             None if train.labels is None else train.labels[: config.feature_train_max],
+                             key=f"{config.dataset}-{config.image_size}", epochs=config.feature_epochs, seed=config.seed,
+                             cache_dir=config.cache_dir, progress=False)
+    test_features = net.features(test.images)
+    scale = test_features.pow(2).mean().sqrt().clamp_min(1e-12)
+    test_features = test_features / scale
+    with seeded(config.seed):
+        model = ImageModel(train.shape, config.latent_dim, likelihood, config.generator, config.hidden, init_scale=config.init_scale,
+                           mean_range=images.mean_range(config.gaussian_mean, train.images, likelihood))
+
+    clock = {"trained": 0.0, "since": time.perf_counter(), "next": args.every}
+    scores = []
+
+    def score(step: int, record: dict) -> None:
+        clock["trained"] += time.perf_counter() - clock["since"]
+        if clock["trained"] >= clock["next"]:
+            state = torch.random.get_rng_state()  # scoring draws under its own seed, off the training stream
+            samples = images._generate(model, args.samples, train.binary, seed=10_000 + config.seed)
+            torch.random.set_rng_state(state)
+            value = fid(net.features(samples) / scale, test_features)
+            scores.append({"seconds": round(clock["trained"], 1), "step": step, "fid": value})
+            print(f"{clock['trained']:6.0f} s  step {step:5d}  FID {value:.3f}", flush=True)
+            clock["next"] += args.every
+            if clock["trained"] >= args.seconds:
+                raise StopTraining()
+        clock["since"] = time.perf_counter()
+
+    options = TrainOptions(steps=10**7, batch_size=config.batch_size, lr=config.alws_lr, seed=config.seed, callbacks=[score],
+                           progress=False)
+    history = alws.fit(model, train.images, options, n_features=config.n_features, **config.alws_options())
+    values = [s["fid"] for s in scores]
+    summary = {"median": statistics.median(values), "mean": statistics.mean(values), "max": max(values), "last": values[-1],
+               "above_10": sum(v > 10 for v in values), "scores": len(values)} if values else {}
+    name = args.name or f"{config.dataset}_seed{config.seed}"
+    write(f"fid_over_training_{name}", {
+        "config": dataclasses.asdict(config), "seconds": args.seconds, "every": args.every, "summary": summary, "fid": scores,
+        "history": [{k: r.get(k) for k in HISTORY_KEYS} for r in history],
+    })
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
