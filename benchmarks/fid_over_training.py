@@ -27,10 +27,8 @@ import torch
 import alws
 from alws.data import load_dataset
 from alws.experiments import images
-from alws.models import ImageModel
 from alws.objective import TrainOptions
-from alws.sample_quality import feature_network, fid
-from alws.seeding import seeded
+from alws.sample_quality import fid
 from alws.training import StopTraining
 from common import write
 
@@ -62,16 +60,8 @@ def main() -> None:
     train = load_dataset(config.dataset, config.data_path, "train", config.n_train, config.seed, config.image_size)
     test = load_dataset(config.dataset, config.data_path, "test", config.n_test, config.seed, config.image_size)
     likelihood = "bernoulli" if train.binary else "gaussian"
-    net, _ = feature_network(train.images[: config.feature_train_max],
-                             None if train.labels is None else train.labels[: config.feature_train_max],
-                             key=f"{config.dataset}-{config.image_size}", epochs=config.feature_epochs, seed=config.seed,
-                             cache_dir=config.cache_dir, progress=False)
-    test_features = net.features(test.images)
-    scale = test_features.pow(2).mean().sqrt().clamp_min(1e-12)
-    test_features = test_features / scale
-    with seeded(config.seed):
-        model = ImageModel(train.shape, config.latent_dim, likelihood, config.generator, config.hidden, init_scale=config.init_scale,
-                           mean_range=images.mean_range(config.gaussian_mean, train.images, likelihood))
+    net, scale, test_features, _ = images.feature_scorer(config, train, test, progress=False)
+    model = images.build_model(config, train.images, likelihood)
 
     clock = {"trained": 0.0, "since": time.perf_counter(), "next": args.every}
     scores = []

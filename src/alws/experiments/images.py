@@ -97,12 +97,9 @@ def _train_method(method: str, config: Config, train: torch.Tensor, likelihood: 
     from .. import baselines
     from ..features import RandomProjection
     from ..learner import fit
-    from ..models import ImageModel
 
     shape = tuple(train.shape[1:])
-    with seeded(config.seed):
-        model = ImageModel(shape, config.latent_dim, likelihood, config.generator, config.hidden, init_scale=config.init_scale,
-                           mean_range=mean_range(config.gaussian_mean, train, likelihood)).to(config.device)
+    model = build_model(config, train, likelihood)
     options = ctx.train_options(method, config, checkpoint_every=200, max_seconds=config.seconds_per_method,
                                 **({"lr": config.alws_lr} if method.startswith("alws") else {}))
     start = time.perf_counter()
@@ -115,6 +112,31 @@ def _train_method(method: str, config: Config, train: torch.Tensor, likelihood: 
             settings = {"n_critic": config.n_critic}
         history = baselines.fit(method, model, train, options, **settings)
     return model, time.perf_counter() - start, len(history)
+
+
+def build_model(config: Config, train: torch.Tensor, likelihood: str):
+    """The generator every method trains: :class:`alws.models.ImageModel` for images ``train
+    [n, *shape]``, initialised under ``config.seed``, on ``config.device``."""
+    from ..models import ImageModel
+
+    with seeded(config.seed):
+        return ImageModel(tuple(train.shape[1:]), config.latent_dim, likelihood, config.generator, config.hidden,
+                          init_scale=config.init_scale, mean_range=mean_range(config.gaussian_mean, train, likelihood)).to(config.device)
+
+
+def feature_scorer(config: Config, train_set, test_set, progress=None):
+    """``(net, scale, test_features, info)``: the FID/KID feature network for the dataset (trained or read
+    from the cache), the global scale every feature set is divided by (the test features' root mean
+    square, so that KID's cubic kernel sees entries of order one), and the scaled test features."""
+    from ..sample_quality import feature_network
+
+    net, info = feature_network(train_set.images[: config.feature_train_max],
+                                None if train_set.labels is None else train_set.labels[: config.feature_train_max],
+                                key=f"{config.dataset}-{config.image_size}", epochs=config.feature_epochs, seed=config.seed,
+                                cache_dir=config.cache_dir, progress=progress)
+    test_features = net.features(test_set.images)
+    scale = test_features.pow(2).mean().sqrt().clamp_min(1e-12)
+    return net, scale, test_features / scale, info
 
 
 def mean_range(setting: str, train: torch.Tensor, likelihood: str) -> tuple[float, float] | None:
@@ -142,7 +164,7 @@ def _generate(model, n: int, binary: bool, seed: int) -> torch.Tensor:
 
 def run(config: Config, ctx) -> dict:
     from ..data import load_dataset
-    from ..sample_quality import feature_network, fid, kid
+    from ..sample_quality import fid, kid
 
     train_set = load_dataset(config.dataset, config.data_path, "train", config.n_train, config.seed, config.image_size)
     test_set = load_dataset(config.dataset, config.data_path, "test", config.n_test, config.seed, config.image_size)
@@ -150,15 +172,7 @@ def run(config: Config, ctx) -> dict:
         raise ConfigError(f"train images are {train_set.shape}, test images {test_set.shape}: the splits must match")
     likelihood = "bernoulli" if train_set.binary else "gaussian"
     ctx.log.info("data: %s train / %s test images %s from %s", len(train_set), len(test_set), train_set.shape, train_set.source)
-    net, feature_info = feature_network(train_set.images[: config.feature_train_max],
-                                        None if train_set.labels is None else train_set.labels[: config.feature_train_max],
-                                        key=f"{config.dataset}-{config.image_size}", epochs=config.feature_epochs, seed=config.seed,
-                                        cache_dir=config.cache_dir, progress=ctx.show_progress)
-    test_features = net.features(test_set.images)
-    # one global scale for every feature set (the test features' root mean square), so that
-    # KID's cubic kernel (a.b / F + 1)^3 sees entries of order one whatever the network
-    scale = test_features.pow(2).mean().sqrt().clamp_min(1e-12)
-    test_features = test_features / scale
+    net, scale, test_features, feature_info = feature_scorer(config, train_set, test_set, ctx.show_progress)
     n_eval = min(config.n_eval, len(train_set))
     reference = train_set.images[torch.randperm(len(train_set), generator=torch.Generator().manual_seed(config.seed))[:n_eval]]
     ref_features = net.features(reference) / scale
