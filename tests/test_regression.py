@@ -154,6 +154,22 @@ def test_selection_returns_the_grid_minimum():
     assert sel.ridge != 10.0 and sel.bandwidth != 10.0  # a huge ridge or bandwidth cannot fit sin features
 
 
+def test_selection_among_candidates_weighs_the_preferred_one_by_its_margin():
+    """Without a preference the smaller error wins; with one, another candidate must beat the
+    preferred one's error times ``margin``. A candidate whose targets are mostly noise loses."""
+    x, y, _ = data(n=60)
+    noisy = y + 0.6 * torch.randn(y.shape, generator=torch.Generator().manual_seed(1), dtype=y.dtype)
+    candidates = [("smooth", y, None), ("noisy", noisy, None)]
+    key, smooth = regression.select_among(x, candidates, K, [0.5, 1.0], [1e-4, 1e-2])
+    noisy_error = regression.select_among(x, candidates[1:], K, [0.5, 1.0], [1e-4, 1e-2])[1].loo_error
+    assert key == "smooth" and smooth.loo_error < noisy_error
+    ratio = smooth.loo_error / noisy_error
+    assert regression.select_among(x, candidates, K, [0.5, 1.0], [1e-4, 1e-2], preferred="noisy", margin=min(1.0, 2 * ratio))[0] == "smooth"
+    assert regression.select_among(x, candidates, K, [0.5, 1.0], [1e-4, 1e-2], preferred="noisy", margin=ratio / 2)[0] == "noisy"
+    with pytest.raises(ValueError, match="margin"):
+        regression.select_among(x, candidates, K, [1.0], [1e-2], preferred="noisy", margin=0.0)
+
+
 class NegativeKernel(Kernel):
     """Not positive definite: minus a Gaussian."""
 

@@ -47,7 +47,7 @@ from .target_paths import ExponentialFamilyPath, LogJointPath, TargetPath
 from .training import History, guarded_step
 from .validation import check_choice, check_data, check_int, check_positive, tree_map
 
-__all__ = ["ALWS", "ALWSObjective", "gradient", "fit", "DEFAULT_BANDWIDTH_GRID", "DEFAULT_RIDGE_GRID", "AUTO_FEATURES_MIN_DIM", "AUTO_FEATURES_DIM"]
+__all__ = ["ALWS", "ALWSObjective", "gradient", "fit", "DEFAULT_BANDWIDTH_GRID", "DEFAULT_RIDGE_GRID", "AUTO_FEATURES_MIN_DIM", "AUTO_FEATURES_DIM", "PLAIN_PATH_MARGIN"]
 
 #: Multipliers of the median-heuristic bandwidth tried by leave-one-out selection.
 DEFAULT_BANDWIDTH_GRID = (0.25, 0.5, 1.0, 2.0)
@@ -61,6 +61,10 @@ REACH_RADIUS = 2.0
 AUTO_FEATURES_DIM = 16
 #: ``exponential_family`` value that chooses the target path for each parameter tensor.
 PER_PARAMETER = "per-parameter"
+#: With fixed features that reduce ``x``, ``"auto"`` leaves the fast path only for a plain path whose
+#: leave-one-out error is below this fraction of the fast path's (docs/results.md: ratios 0.89-2.5
+#: where the fast path is right, 0.007 on the blowfly's summaries, where it is not).
+PLAIN_PATH_MARGIN = 0.25
 
 
 class ALWS:
@@ -149,9 +153,12 @@ class ALWS:
             error; ``True`` always uses the hooks (and requires them); ``False`` always regresses
             ``log_joint``. The fast path is not always better: with a sharp likelihood its separate
             regressions of ``eta`` and ``Phi`` amplify errors by ``1/sigma^2``. With a learned
-            kernel, or features that map ``x`` to fewer numbers than it has (a projection),
-            ``"auto"`` takes the fast path whenever the model has the hooks: the plain path's
-            target ``log p(z, x)`` depends on every number of ``x``.
+            kernel ``"auto"`` takes the fast path whenever the model has the hooks: the plain
+            path's target ``log p(z, x)`` depends on every number of ``x``. With fixed features that
+            map ``x`` to fewer numbers than it has (a projection, summaries), it takes the plain
+            path only where its leave-one-out error is below a quarter of the fast path's
+            (:data:`PLAIN_PATH_MARGIN`): on a projection the smaller error of the plain path can
+            still give the worse gradient (its regression cannot see what the projection drops).
             ``"per-parameter"``: each selection picks the path for every parameter tensor
             separately, the one with the smaller leave-one-out error of that parameter's
             directional derivatives (at the bandwidth and ridge chosen for all of them), so that
@@ -530,8 +537,11 @@ class ALWS:
         # smoothing, while lambda * n / N let the image runs at N = 5000 (M = 2000) fit noise: from
         # step 470 gradient norms of 20-420 and leave-one-out errors of 3.9-7.1 (docs/results.md).
         rescale = self.fixed_ridge is None and not learned and features is None
+        prefer_fast = self.features_reduce_x and self.ef_setting == "auto"
         self.exponential_family_path, sel = select_among(phi_sleep[:n], candidates, self.kernel, bandwidths, ridges, self.center,
-                                                         n_total=phi_sleep.shape[0] if rescale else None, features=features)
+                                                         n_total=phi_sleep.shape[0] if rescale else None, features=features,
+                                                         preferred=True if prefer_fast else None,
+                                                         margin=PLAIN_PATH_MARGIN if prefer_fast else 1.0)
         if self.ef_setting == PER_PARAMETER and len(candidates) == 2:
             self.parameter_paths = self._choose_parameter_paths(tree_map(lambda leaf: leaf[:n], z), x_sleep[:n], phi_sleep[:n],
                                                                 sel.bandwidth, sel.ridge / sel.ridge_scale)
@@ -592,18 +602,20 @@ class ALWS:
 
     def _forced_path(self) -> bool | None:
         """The path when it is not chosen by leave-one-out error: ``True`` (exponential family),
-        ``False`` (log-joint), ``None`` (chosen). A learned kernel, or any feature map to fewer
-        numbers than ``x`` has, fixes the fast path: the fast path's targets are functions of ``z``,
-        which a projection of ``x`` can carry, while the plain path's target ``log p(z, x)`` needs
-        all of ``x``. Measured on the image model: with a learned kernel, and with a fixed random
-        projection (N = 5000 on a GPU, step 501; N = 1000 on a CPU), the automatic choice switched to
-        the plain path when every leave-one-out error was near 1 (0.89-1.0), and the generator
-        collapsed (FID 72-139 against 5-12 on the fast path)."""
+        ``False`` (log-joint), ``None`` (chosen). A learned kernel fixes the fast path: it is trained
+        to predict the fast path's targets, functions of ``z``, while the plain path's target
+        ``log p(z, x)`` needs all of ``x``. Measured on the image model: with a learned kernel, and
+        with a fixed random projection (N = 5000 on a GPU, step 501; N = 1000 on a CPU), the
+        automatic choice switched to the plain path when every leave-one-out error was near 1
+        (0.89-1.0), and the generator collapsed (FID 72-139 against 5-12 on the fast path). Fixed
+        features that reduce ``x`` leave the choice open but weighted (:data:`PLAIN_PATH_MARGIN`,
+        :meth:`select`): hand-made summaries can carry ``log p(z, x)`` where the fast path fails
+        (the blowfly: leave-one-out error 0.89 against 125)."""
         if self.ef is None or self.ef_setting is False:
             return False
         if self.ef_setting == PER_PARAMETER:
             return None
-        if self.ef_setting is True or self.kernel_learning is not None or self.features_reduce_x:
+        if self.ef_setting is True or self.kernel_learning is not None:
             return True
         return None
 

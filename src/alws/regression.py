@@ -334,7 +334,7 @@ def select_hyperparameters(x, y, kernel, bandwidths, ridges, center=True, statis
 
 
 def select_among(x: torch.Tensor, candidates, kernel, bandwidths, ridges, center: bool = True, n_total: int | None = None,
-                 features: Callable | None = None):
+                 features: Callable | None = None, preferred=None, margin: float = 1.0):
     """Leave-one-out selection over several regression problems on the same inputs ``x [n, D]``.
 
     ``candidates``: ``[(key, y, statistics)]`` (see :func:`loo_errors` for ``y`` and
@@ -342,16 +342,17 @@ def select_among(x: torch.Tensor, candidates, kernel, bandwidths, ridges, center
     ``(bandwidth, ridge)`` with the smallest error. With ``n_total > n`` (the grid was searched on a
     subsample of ``n`` of ``n_total`` points) the ridge is rescaled by ``n / n_total``: the absolute
     ridge ``n lambda`` is kept, so ``lambda`` shrinks as ``N`` grows (a ``lambda`` tuned on ``n``
-    points over-smooths at ``N > n``).
+    points over-smooths at ``N > n``). With ``preferred`` (a key), another candidate wins only with
+    an error below ``margin`` times the preferred candidate's (``0 < margin <= 1``).
     """
-    best = None
-    for key, y, statistics in candidates:
-        selection = select_hyperparameters(x, y, kernel, bandwidths, ridges, center, statistics, features)
-        if best is None or selection.loo_error < best[1].loo_error:
-            best = (key, selection)
-    if best is None:
+    if not 0.0 < margin <= 1.0:
+        raise ValueError(f"margin must lie in (0, 1], got {margin}")
+    scored = [(key, select_hyperparameters(x, y, kernel, bandwidths, ridges, center, statistics, features))
+              for key, y, statistics in candidates]
+    if not scored:
         raise ValueError("select_among needs at least one candidate")
-    key, selection = best
+    handicap = {key: (1.0 if preferred is None or key == preferred else 1.0 / margin) for key, _ in scored}
+    key, selection = min(scored, key=lambda item: item[1].loo_error * handicap[item[0]])
     if n_total is not None and n_total > x.shape[0]:
         scale = x.shape[0] / n_total
         selection = dataclasses.replace(selection, ridge=selection.ridge * scale, ridge_scale=scale)

@@ -94,7 +94,7 @@ def test_smoke_preset_on_simulated_data_moves_n0_toward_the_truth(tmp_path):
     # In 40 steps the other parameters move either way; the default run's 1500 steps are needed.
     assert errors["N0"]["learned"] < errors["N0"]["initial"]
     assert all(math.isfinite(v) for k, v in results["learned_parameters"].items() if k != "lag_probabilities")
-    # the summaries carry log p(z, x): the plain path, not the fast path a reducing feature map forces
+    # the summaries carry log p(z, x): "auto" takes the plain path, whose leave-one-out error is far below the fast path's
     paths = {json.loads(line).get("path") for line in (out / "checkpoints" / "alws.history.jsonl").read_text().splitlines()}
     assert paths == {"log-joint"}
 
