@@ -75,6 +75,15 @@ class BadSample(LinearGaussian):
         return super().sample(n)[1]
 
 
+class NonFiniteSamples(LinearGaussian):
+    """A simulator that diverges: one sample's x is NaN."""
+
+    def sample(self, n):
+        z, x = super().sample(n)
+        x[0, 0] = float("nan")
+        return z, x
+
+
 class WrongHooks(LinearGaussian):
     """log_joint carries an extra parameter-dependent term that the hooks do not."""
 
@@ -89,6 +98,7 @@ class WrongHooks(LinearGaussian):
         (Detached, "does not depend on any parameter"),
         (BadSample, r"must return a pair \(z, x\)"),
         (WrongHooks, "hooks disagree with log_joint"),
+        (NonFiniteSamples, r"sample\(4\) returned x with 1 non-finite"),
     ],
 )
 def test_model_protocol_violations(cls, message):

@@ -154,6 +154,10 @@ def check_model(model: Any, x: Any = None, n: int = 4) -> ModelInfo:
     if not leaves or any(leaf.dim() == 0 or leaf.shape[0] != n for leaf in leaves):
         shapes = [tuple(leaf.shape) for leaf in leaves]
         raise ModelProtocolError(f"{name}.sample({n}) returned latents with shapes {shapes}; each needs leading dimension {n}")
+    if xs.is_floating_point() and not bool(torch.isfinite(xs).all()):
+        bad = int((~torch.isfinite(xs)).sum())
+        raise ModelProtocolError(f"{name}.sample({n}) returned x with {bad} non-finite (NaN or infinite) value(s) at the current "
+                                 "parameters; a simulator that diverges there needs other starting values or a bounded update")
     lj = model.log_joint(z, xs)
     if not isinstance(lj, torch.Tensor) or tuple(lj.shape) != (n,):
         shape = tuple(lj.shape) if isinstance(lj, torch.Tensor) else type(lj).__name__
