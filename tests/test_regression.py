@@ -183,6 +183,22 @@ def test_non_positive_definite_kernel_reports_condition_number():
         regression.ExactKRR(NegativeKernel()).fit(x, 1.0, 1e-6)
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), "overflow"])
+def test_a_system_with_non_finite_entries_is_refused_before_factorising(bad):
+    """Checked through the sum first (cheap); a sum that overflows although every entry is finite
+    is not refused."""
+    from alws.linalg import cholesky_and_jitter
+
+    a = torch.eye(4, dtype=torch.float64)
+    if bad == "overflow":
+        a = a * 1e308  # finite entries whose sum is inf: positive definite, factorised
+        assert torch.isfinite(cholesky_and_jitter(a)[0]).all()
+        return
+    a[3, 0] = bad
+    with pytest.raises(NotPositiveDefiniteError, match="NaN or infinite entries"):
+        cholesky_and_jitter(a)
+
+
 def test_auto_backend_uses_exact_for_small_and_rff_for_large_n():
     assert regression.choose_backend(1000) == "exact"
     assert regression.choose_backend(50_000) == "rff"
