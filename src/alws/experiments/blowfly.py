@@ -49,7 +49,7 @@ class Config(TrainingConfig):
     features: str = "summary"
     # exponential_family stays "auto": the summaries are fewer numbers than the series, and the
     # library then takes the fast path unless the plain path's leave-one-out error is clearly
-    # smaller. Here it is (0.89-1.0 against 100-550: the plain path at every step); when the fast
+    # smaller. Here it is (0.86-1.0 against 56-1770: the plain path at every step); when the fast
     # path was forced for such features the population collapsed (P 0.35 for a truth of 6.5,
     # delta 0.0006 for 0.16; docs/results.md).
 
