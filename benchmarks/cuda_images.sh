@@ -84,6 +84,11 @@ path = Path(sys.argv[1]) / "checkpoints" / f"{sys.argv[2]}.history.jsonl"
 rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 bad = [r.get("step") for r in rows if any(isinstance(v, float) and not math.isfinite(v) for v in r.values())]
 print(f"{sys.argv[2]}: {len(rows)} history rows, last step {rows[-1].get('step') if rows else None}, non-finite rows: {bad[:5]}")
+paths = {}
+for r in rows:
+    paths[r.get("path")] = paths.get(r.get("path"), 0) + 1
+switches = [r.get("step") for a, r in zip(rows, rows[1:]) if a.get("path") != r.get("path")]
+print(f"rows per path: {paths}; path switches at steps {switches[:10]}")
 if rows:
     print("last row:", {k: v for k, v in rows[-1].items() if not isinstance(v, (list, dict))})
 EOF
