@@ -10,6 +10,7 @@ ridge, the loss, the gradient norm and the kernel learner's held-out error, so t
 can be read against what the learner chose.
 
     python benchmarks/fid_over_training.py --set dataset='"fashion-mnist"' [--seed 0] [--seconds 300] [--every 30]
+                                           [--every-steps 25 --steps 1200]
                                            [--set select_directions=2] [--name NAME]
 
 Writes ``results/fid_over_training_NAME.json`` (``NAME`` defaults to dataset and seed).
@@ -51,6 +52,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--seconds", type=float, default=300.0, help="training time to run for")
     parser.add_argument("--every", type=float, default=30.0, help="training seconds between FID scores")
+    parser.add_argument("--every-steps", type=int, default=None,
+                        help="score every so many steps instead of every --every seconds (a trajectory read against the selections)")
+    parser.add_argument("--steps", type=int, default=None, help="with --every-steps: stop after this many steps")
     parser.add_argument("--samples", type=int, default=1000, help="samples per FID score")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON", help="an images-experiment config key")
     parser.add_argument("--name", default=None)
@@ -68,7 +72,8 @@ def main() -> None:
 
     def score(step: int, record: dict) -> None:
         clock["trained"] += time.perf_counter() - clock["since"]
-        if clock["trained"] >= clock["next"]:
+        due = step % args.every_steps == 0 if args.every_steps else clock["trained"] >= clock["next"]
+        if due:
             state = torch.random.get_rng_state()  # scoring draws under its own seed, off the training stream
             samples = images._generate(model, args.samples, train.binary, seed=10_000 + config.seed)
             torch.random.set_rng_state(state)
@@ -76,7 +81,7 @@ def main() -> None:
             scores.append({"seconds": round(clock["trained"], 1), "step": step, "fid": value})
             print(f"{clock['trained']:6.0f} s  step {step:5d}  FID {value:.3f}", flush=True)
             clock["next"] += args.every
-            if clock["trained"] >= args.seconds:
+            if (args.steps is not None and step >= args.steps) or (args.steps is None and clock["trained"] >= args.seconds):
                 raise StopTraining()
         clock["since"] = time.perf_counter()
 
@@ -88,7 +93,7 @@ def main() -> None:
                "above_10": sum(v > 10 for v in values), "scores": len(values)} if values else {}
     name = args.name or f"{config.dataset}_seed{config.seed}"
     write(f"fid_over_training_{name}", {
-        "config": dataclasses.asdict(config), "seconds": args.seconds, "every": args.every, "summary": summary, "fid": scores,
+        "config": dataclasses.asdict(config), "seconds": args.seconds, "every": args.every, "every_steps": args.every_steps, "steps": args.steps, "summary": summary, "fid": scores,
         "history": [{k: r.get(k) for k in HISTORY_KEYS} for r in history],
     })
     print(json.dumps(summary))

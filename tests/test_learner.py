@@ -365,3 +365,30 @@ def test_more_selection_directions_steady_the_leave_one_out_surface(linear_gauss
     wide = alws.models.LinearGaussian(20, 2)
     assert ALWS(wide, n_sleep=50).kernel_learning is not None and ALWS(wide, n_sleep=50).select_directions == 8
     assert "select_directions" not in ALWS(model, n_sleep=50).describe()  # checkpoints written before it still match
+
+
+def test_a_learned_kernels_bandwidth_follows_the_data_not_a_collapsing_model():
+    """A model whose samples have drawn together (a generator that blurs or drops modes) must not
+    narrow a learned kernel's bandwidth with them: it is a multiple of the data's spread in feature
+    space when the batch has enough points, and of the pooled spread when it has few."""
+    from alws.learner import DATA_MEDIAN_MIN_POINTS
+    torch.manual_seed(0)
+    data = 3.0 * torch.randn(200, 20)
+    from alws.models import LinearGaussian
+    model = LinearGaussian(20, 2, sigma=0.01)
+    with torch.no_grad():
+        model.weight.mul_(0.01)  # every sleep sample within about 0.03 of the origin
+    learner = ALWS(model, n_sleep=300, features="linear", feature_dim=4, learn_kernel=True, bandwidth_grid=(1.0,),
+                   ridge_grid=(1e-3,), select_every=0, reach=0)
+    batch = data[:DATA_MEDIAN_MIN_POINTS + 18]
+    _, x_sleep, phi_wake, record = learner.prepare(batch)
+    with torch.no_grad():
+        data_median = float(torch.pdist(learner.embed(batch).double()).median())
+        sleep_median = float(torch.pdist(learner.embed(x_sleep[:200]).double()).median())
+    assert sleep_median < data_median / 20
+    assert record["bandwidth"] == pytest.approx(data_median, rel=1e-6)
+    # a handful of points: the pooled median, dominated by the collapsed sleep samples
+    few = ALWS(model, n_sleep=300, features="linear", feature_dim=4, learn_kernel=True, bandwidth_grid=(1.0,),
+               ridge_grid=(1e-3,), select_every=0, reach=0)
+    record_few = few.prepare(data[:8])[3]
+    assert record_few["bandwidth"] < data_median / 5

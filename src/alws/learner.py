@@ -47,12 +47,16 @@ from .target_paths import ExponentialFamilyPath, LogJointPath, TargetPath
 from .training import History, guarded_step
 from .validation import check_choice, check_data, check_int, check_positive, tree_map
 
-__all__ = ["ALWS", "ALWSObjective", "gradient", "fit", "DEFAULT_BANDWIDTH_GRID", "DEFAULT_RIDGE_GRID", "AUTO_FEATURES_MIN_DIM", "AUTO_FEATURES_DIM", "PLAIN_PATH_MARGIN"]
+__all__ = ["ALWS", "ALWSObjective", "gradient", "fit", "DEFAULT_BANDWIDTH_GRID", "DEFAULT_RIDGE_GRID", "AUTO_FEATURES_MIN_DIM", "AUTO_FEATURES_DIM", "PLAIN_PATH_MARGIN", "DATA_MEDIAN_MIN_POINTS"]
 
 #: Multipliers of the median-heuristic bandwidth tried by leave-one-out selection.
 DEFAULT_BANDWIDTH_GRID = (0.25, 0.5, 1.0, 2.0)
 #: Ridge values lambda (the system is ``K + N lambda I``) tried by leave-one-out selection.
 DEFAULT_RIDGE_GRID = (1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
+#: With a learned kernel and at least this many wake points, the bandwidth is a multiple of the
+#: median distance among the data's features rather than among pooled sleep and wake features
+#: (:meth:`ALWS._median`); fewer points (a single series, a handful of traces) keep the pooled median.
+DATA_MEDIAN_MIN_POINTS = 32
 #: ``features="auto"`` learns a linear projection when ``x`` has more than this many numbers.
 AUTO_FEATURES_MIN_DIM = 12
 #: ``reach``: the median wake point keeps ``reach`` sleep samples within this many bandwidths
@@ -124,7 +128,9 @@ class ALWS:
             or ``"learned"`` (the bandwidth multiplier and ridge trained with the features).
         bandwidth, ridge: fixed values; ``None`` selects them by leave-one-out error.
         bandwidth_grid: multipliers of the median pairwise distance of the pooled sleep and wake
-            features (pooling keeps the data inside the kernel's reach early in training).
+            features (pooling keeps the data inside the kernel's reach early in training); with a
+            learned kernel and a batch of at least :data:`DATA_MEDIAN_MIN_POINTS` points, of the
+            data's features alone (their spread does not move with the model).
         ridge_grid: candidate ridge values ``lambda > 0``.
         select_every: re-select hyper-parameters every so many steps (0: only at the first).
         select_directions: random parameter directions ``v`` whose per-sample derivatives
@@ -621,8 +627,20 @@ class ALWS:
         return None
 
     def _median(self, phi_sleep: torch.Tensor, phi_wake: torch.Tensor) -> float:
-        """Median distance among (at most ``select_max``) sleep and a quarter as many wake features
-        (at most 200 sleep features with a learned kernel, whose median is taken after every update)."""
+        """The distance the bandwidth is a multiple of: with a learned kernel and at least
+        :data:`DATA_MEDIAN_MIN_POINTS` wake points, the median distance among the wake (data)
+        features alone (at most 200), taken after every kernel update; else the median among (at
+        most ``select_max``) sleep and a quarter as many wake features.
+
+        The data's spread moves only when the features do. The sleep samples' spread also moves
+        with the model: a generator that blurs or drops modes draws its samples together, and a
+        bandwidth that followed them narrowed with them, left the data further out of the
+        kernel's reach and sped the collapse up (docs/results.md, "The bandwidth followed a
+        collapsing model")."""
+        if self.kernel_learning is not None and phi_wake.shape[0] >= DATA_MEDIAN_MIN_POINTS:
+            median = float(torch.pdist(phi_wake[:200].to(torch.float64)).median())
+            if median > 0 and math.isfinite(median):  # else most data points coincide: pooled below
+                return median
         n = min(self.select_max, phi_sleep.shape[0], 200 if self.kernel_learning is not None else phi_sleep.shape[0])
         return median_heuristic(torch.cat([phi_sleep[:n], phi_wake[: max(1, n // 4)]], 0))
 
