@@ -79,16 +79,14 @@ for method in alws-projection alws-learned; do
   tail -4 "$RUNS/long-$method.log" | tee -a "$LOG"
   "$PY" - "$dir" "$method" <<'EOF' 2>&1 | tee -a "$LOG"
 import json, math, sys
+from collections import Counter
 from pathlib import Path
 path = Path(sys.argv[1]) / "checkpoints" / f"{sys.argv[2]}.history.jsonl"
 rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 bad = [r.get("step") for r in rows if any(isinstance(v, float) and not math.isfinite(v) for v in r.values())]
 print(f"{sys.argv[2]}: {len(rows)} history rows, last step {rows[-1].get('step') if rows else None}, non-finite rows: {bad[:5]}")
-paths = {}
-for r in rows:
-    paths[r.get("path")] = paths.get(r.get("path"), 0) + 1
 switches = [r.get("step") for a, r in zip(rows, rows[1:]) if a.get("path") != r.get("path")]
-print(f"rows per path: {paths}; path switches at steps {switches[:10]}")
+print(f"rows per path: {dict(Counter(r.get('path') for r in rows))}; path switches at steps {switches[:10]}")
 if rows:
     print("last row:", {k: v for k, v in rows[-1].items() if not isinstance(v, (list, dict))})
 EOF

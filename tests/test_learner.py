@@ -5,7 +5,8 @@ from torch import nn
 
 import alws
 from alws.evaluate import cosine_similarity, relative_error
-from alws.learner import ALWS, PLAIN_PATH_MARGIN
+from alws.learner import ALWS, DATA_MEDIAN_MIN_POINTS, PLAIN_PATH_MARGIN
+from alws.models import LinearGaussian
 
 from conftest import exact_mean_gradient, factor_analysis_problem
 
@@ -110,7 +111,6 @@ def test_a_projection_of_x_keeps_the_fast_path():
     although here the plain path's leave-one-out error is the smaller one (by less than
     ``PLAIN_PATH_MARGIN``). ``"auto"`` must then take the fast path; a map that keeps as many
     numbers as x has leaves the choice to the errors."""
-    from alws.models import LinearGaussian
 
     torch.manual_seed(0)
     truth = LinearGaussian(3, 1, sigma=0.3)
@@ -371,10 +371,8 @@ def test_a_learned_kernels_bandwidth_follows_the_data_not_a_collapsing_model():
     """A model whose samples have drawn together (a generator that blurs or drops modes) must not
     narrow a learned kernel's bandwidth with them: it is a multiple of the data's spread in feature
     space when the batch has enough points, and of the pooled spread when it has few."""
-    from alws.learner import DATA_MEDIAN_MIN_POINTS
     torch.manual_seed(0)
     data = 3.0 * torch.randn(200, 20)
-    from alws.models import LinearGaussian
     model = LinearGaussian(20, 2, sigma=0.01)
     with torch.no_grad():
         model.weight.mul_(0.01)  # every sleep sample within about 0.03 of the origin

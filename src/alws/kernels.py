@@ -33,10 +33,11 @@ def squared_distances(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (x2 + y2.T - 2.0 * x @ y.T).clamp_min_(0.0)
 
 
-def median_heuristic(x: torch.Tensor, max_points: int = 1000) -> float:
+def median_heuristic(x: torch.Tensor, max_points: int = 1000, default: float | None = 1.0) -> float | None:
     """Median pairwise Euclidean distance among (at most ``max_points`` evenly spaced) rows of ``x``.
 
-    Returns 1.0 if all points coincide, so that a bandwidth is always positive.
+    Returns ``default`` (1.0, so that a bandwidth is always positive) if the median is zero (most
+    points coincide) or not finite.
     """
     if x.shape[0] > max_points:
         x = x[torch.linspace(0, x.shape[0] - 1, max_points, device=x.device).long()]
@@ -44,7 +45,7 @@ def median_heuristic(x: torch.Tensor, max_points: int = 1000) -> float:
     iu = torch.triu_indices(x.shape[0], x.shape[0], 1, device=x.device)
     d = d2[iu[0], iu[1]].sqrt()
     med = float(d.median()) if d.numel() else 0.0
-    return med if med > 0 and math.isfinite(med) else 1.0
+    return med if med > 0 and math.isfinite(med) else default
 
 
 class Kernel:

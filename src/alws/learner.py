@@ -638,8 +638,8 @@ class ALWS:
         kernel's reach and sped the collapse up (docs/results.md, "The bandwidth followed a
         collapsing model")."""
         if self.kernel_learning is not None and phi_wake.shape[0] >= DATA_MEDIAN_MIN_POINTS:
-            median = float(torch.pdist(phi_wake[:200].to(torch.float64)).median())
-            if median > 0 and math.isfinite(median):  # else most data points coincide: pooled below
+            median = median_heuristic(phi_wake[:200], default=None)
+            if median is not None:  # None: most data points coincide; the pooled median below
                 return median
         n = min(self.select_max, phi_sleep.shape[0], 200 if self.kernel_learning is not None else phi_sleep.shape[0])
         return median_heuristic(torch.cat([phi_sleep[:n], phi_wake[: max(1, n // 4)]], 0))
