@@ -376,8 +376,9 @@ def test_a_learned_kernels_bandwidth_follows_the_data_not_a_collapsing_model():
     model = LinearGaussian(20, 2, sigma=0.01)
     with torch.no_grad():
         model.weight.mul_(0.01)  # every sleep sample within about 0.03 of the origin
-    learner = ALWS(model, n_sleep=300, features="linear", feature_dim=4, learn_kernel=True, bandwidth_grid=(1.0,),
-                   ridge_grid=(1e-3,), select_every=0, reach=0)
+    options = dict(n_sleep=300, features="linear", feature_dim=4, learn_kernel=True, bandwidth_grid=(1.0,), ridge_grid=(1e-3,),
+                   select_every=0, reach=0)
+    learner = ALWS(model, **options)
     batch = data[:DATA_MEDIAN_MIN_POINTS + 18]
     _, x_sleep, phi_wake, record = learner.prepare(batch)
     with torch.no_grad():
@@ -386,7 +387,5 @@ def test_a_learned_kernels_bandwidth_follows_the_data_not_a_collapsing_model():
     assert sleep_median < data_median / 20
     assert record["bandwidth"] == pytest.approx(data_median, rel=1e-6)
     # a handful of points: the pooled median, dominated by the collapsed sleep samples
-    few = ALWS(model, n_sleep=300, features="linear", feature_dim=4, learn_kernel=True, bandwidth_grid=(1.0,),
-               ridge_grid=(1e-3,), select_every=0, reach=0)
-    record_few = few.prepare(data[:8])[3]
+    record_few = ALWS(model, **options).prepare(data[:8])[3]
     assert record_few["bandwidth"] < data_median / 5

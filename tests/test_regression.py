@@ -4,6 +4,7 @@ import torch
 from alws import regression
 from alws.errors import NotPositiveDefiniteError
 from alws.kernels import GaussianKernel, Kernel
+from alws.linalg import cholesky_and_jitter
 
 K = GaussianKernel()
 
@@ -187,8 +188,6 @@ def test_non_positive_definite_kernel_reports_condition_number():
 def test_a_system_with_non_finite_entries_is_refused_before_factorising(bad):
     """Checked through the sum first (cheap); a sum that overflows although every entry is finite
     is not refused."""
-    from alws.linalg import cholesky_and_jitter
-
     a = torch.eye(4, dtype=torch.float64)
     if bad == "overflow":
         a = a * 1e308  # finite entries whose sum is inf: positive definite, factorised

@@ -630,7 +630,7 @@ class ALWS:
         """The distance the bandwidth is a multiple of: with a learned kernel and at least
         :data:`DATA_MEDIAN_MIN_POINTS` wake points, the median distance among the wake (data)
         features alone (at most 200), taken after every kernel update; else the median among (at
-        most ``select_max``) sleep and a quarter as many wake features.
+        most ``select_max``, or 200 with a learned kernel) sleep and a quarter as many wake features.
 
         The data's spread moves only when the features do. The sleep samples' spread also moves
         with the model: a generator that blurs or drops modes draws its samples together, and a
@@ -638,7 +638,7 @@ class ALWS:
         kernel's reach and sped the collapse up (docs/results.md, "The bandwidth followed a
         collapsing model")."""
         if self.kernel_learning is not None and phi_wake.shape[0] >= DATA_MEDIAN_MIN_POINTS:
-            median = median_heuristic(phi_wake[:200], default=None)
+            median = median_heuristic(phi_wake, max_points=200, default=None)
             if median is not None:  # None: most data points coincide; the pooled median below
                 return median
         n = min(self.select_max, phi_sleep.shape[0], 200 if self.kernel_learning is not None else phi_sleep.shape[0])
