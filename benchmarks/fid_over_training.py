@@ -33,7 +33,7 @@ from alws.sample_quality import fid
 from alws.training import StopTraining
 from common import write
 
-HISTORY_KEYS = ("step", "bandwidth", "ridge", "loss", "grad_norm", "kernel_error", "path")
+HISTORY_KEYS = ("step", "bandwidth", "ridge", "loss", "grad_norm", "kernel_error", "path", "bounded_share")
 
 
 def parse_sets(pairs: list[str]) -> dict:
@@ -87,7 +87,7 @@ def main() -> None:
 
     options = TrainOptions(steps=10**7, batch_size=config.batch_size, lr=config.alws_lr, seed=config.seed, callbacks=[score],
                            progress=False)
-    history = alws.fit(model, train.images, options, n_features=config.n_features, **config.alws_options())
+    history = alws.fit(model, train.images, options, **images.alws_fit_options(config, likelihood))
     values = [s["fid"] for s in scores]
     summary = {"median": statistics.median(values), "mean": statistics.mean(values), "max": max(values), "last": values[-1],
                "above_10": sum(v > 10 for v in values), "scores": len(values)} if values else {}

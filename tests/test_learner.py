@@ -292,6 +292,61 @@ def test_nonnegative_weights_are_a_renormalised_cut_of_the_kernel_ridge_weights(
         ALWS(model, n_sleep=50, weights="positive")
 
 
+def _sharp_krr_and_bounded(model, data):
+    """A kernel ridge learner with a sharp kernel and a tiny ridge (partly negative weights), one
+    prepared step, and a ``weights="bounded"`` learner sharing its fitted regression."""
+    torch.manual_seed(0)
+    krr = ALWS(model, n_sleep=200, regression="exact", bandwidth=0.3, ridge=1e-6)
+    z, x, phi_wake, record = krr.prepare(data[:20])
+    bounded = ALWS(model, n_sleep=200, regression="exact", bandwidth=0.3, ridge=1e-6, weights="bounded")
+    bounded.regressor = krr.regressor
+    return krr, bounded, z, x, phi_wake, record
+
+
+def test_bounded_weights_move_only_the_estimates_above_the_best_sample_and_just_enough(linear_gaussian_data):
+    _, data, model = linear_gaussian_data
+    krr, bounded, z, x, phi_wake, record = _sharp_krr_and_bounded(model, data)
+    raw = krr.wake_weights(phi_wake)
+    table = torch.randn(raw.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) * 10
+    over = (raw * table).sum(0) > table.max(0).values
+    assert over.any() and not over.all()  # signed weights put some estimates above every sample's value
+    record = {}
+    a = bounded.wake_weights(phi_wake, record, table)
+    estimate, best = (a * table).sum(0), table.max(0).values
+    assert torch.allclose(estimate[over], best[over])  # moved exactly onto the bound, not past it
+    assert torch.equal(a[:, ~over], raw[:, ~over])  # estimates in range keep the kernel ridge weights
+    assert torch.allclose(a.sum(0), raw.sum(0))
+    assert record["bounded_share"] == pytest.approx(float(over.double().mean()))
+    with pytest.raises(ValueError, match="needs the"):
+        bounded.wake_weights(phi_wake, {}, table[:, :3])
+
+
+def test_bounded_weights_take_away_the_reward_for_worsening_negatively_weighted_samples(linear_gaussian_data):
+    """The runaway: with signed weights a step raises the estimate by making the samples of negative
+    weight fit the data worse, without bound; bounded weights cap it at the best sample's value."""
+    _, data, model = linear_gaussian_data
+    krr, bounded, z, x, phi_wake, record = _sharp_krr_and_bounded(model, data)
+    table = bounded._estimand_table(z, x, bounded.statistics(data[:20]))
+    raw = krr.wake_weights(phi_wake)
+    assert table.shape == raw.shape
+    for worse in (10.0, 1e4):
+        worsened = table - worse * (raw < 0)  # the negatively weighted samples' log-likelihoods pushed down
+        krr_estimate = (raw * worsened).sum(0)
+        a = bounded.wake_weights(phi_wake, {}, worsened)
+        assert (krr_estimate > table.max(0).values + worse * 0.01).any()  # the kernel ridge estimate climbs
+        assert ((a * worsened).sum(0) <= worsened.max(0).values + 1e-9).all()
+
+
+def test_bounded_weights_leave_a_step_in_range_as_it_is(linear_gaussian_data):
+    _, data, model = linear_gaussian_data
+    options = dict(n_sleep=300, regression="exact", bandwidth=1.0, ridge=1e-2)
+    krr_grads, _ = _gradients_of(ALWS(model, **options), data[:50], seed=3)
+    bounded_grads, record = _gradients_of(ALWS(model, weights="bounded", **options), data[:50], seed=3)
+    assert record["bounded_share"] == 0.0  # a smooth regression: every estimate in range
+    for name in krr_grads:
+        assert torch.allclose(krr_grads[name], bounded_grads[name], rtol=1e-5, atol=1e-7)
+
+
 def _gradients_of(learner, x, seed):
     torch.manual_seed(seed)
     loss, record = learner.loss(x)

@@ -142,7 +142,9 @@ class KernelConfig(ExperimentConfig):
     (the fixed kernel on raw ``x``), or a feature map by name (``linear``, ``mlp``, ``conv``,
     ``random-projection``), or one of the experiment's own (``extra_features``);
     ``learn_kernel``: ``True`` / ``False`` / ``"auto"``; the ``kernel_*`` fields set the
-    kernel-learning schedule; ``weights``: ``"krr"`` or ``"nonnegative"`` (see :class:`alws.ALWS`).
+    kernel-learning schedule; ``weights``: ``"krr"``, ``"nonnegative"`` or ``"bounded"``; ``bandwidth_grid``,
+    ``select_max``: the selection's multipliers and subsample (``None``: the library's; see
+    :class:`alws.ALWS`).
     """
 
     features: str = "auto"
@@ -157,7 +159,10 @@ class KernelConfig(ExperimentConfig):
     kernel_hyperparameters: str = setting("selection", choices=("selection", "learned"))
     kernel_objective: str = setting("auto", choices=("auto", "targets", "directional", "log-likelihood"))
     select_directions: int | None = setting(None, ge=1)  # None: the library's choice (8 with a learned kernel, else 2)
-    weights: str = setting("krr", choices=("krr", "nonnegative"))
+    weights: str = setting("krr", choices=("krr", "nonnegative", "bounded"))
+    # the selection's multipliers of the median distance and its subsample; None: the library's
+    bandwidth_grid: list[float] | None = setting(None, gt=0)
+    select_max: int | None = setting(None, ge=2)
     stein: bool | list = False  # Stein control variate: True, False or a list of parameter names (see alws.ALWS)
 
     #: feature names an experiment accepts beyond the library's (e.g. its own hand-made features)
@@ -201,6 +206,8 @@ class KernelConfig(ExperimentConfig):
             "select_directions": self.select_directions,
             "weights": self.weights,
             "stein": self.stein,
+            **({} if self.bandwidth_grid is None else {"bandwidth_grid": tuple(self.bandwidth_grid)}),
+            **({} if self.select_max is None else {"select_max": self.select_max}),
         }
 
 
