@@ -84,14 +84,14 @@ def test_binary_images_take_the_binary_selection_unless_it_is_set():
     from alws.learner import ALWS
 
     binary = alws_fit_options(Config(n_sleep=700), "bernoulli")
-    assert (binary["bandwidth_grid"], binary["select_max"], binary["weights"]) == ((1.0,), 700, "bounded")
+    assert (binary["weights"], binary["bandwidth_grid"], binary["ridge_grid"]) == ("bounded", (1.0,), (1e-3,))
     gaussian = alws_fit_options(Config(n_sleep=700), "gaussian")
-    assert not {"bandwidth_grid", "select_max", "weights"} & set(gaussian)  # the library's selection and weights
-    explicit = alws_fit_options(Config(bandwidth_grid=[0.5, 1.0], select_max=300, weights="krr"), "bernoulli")
-    assert (explicit["bandwidth_grid"], explicit["select_max"], explicit["weights"]) == ((0.5, 1.0), 300, "krr")
+    assert not {"bandwidth_grid", "ridge_grid", "weights"} & set(gaussian)  # the library's selection and weights
+    explicit = alws_fit_options(Config(bandwidth_grid=[0.5, 1.0], ridge_grid=[0.01], weights="krr"), "bernoulli")
+    assert (explicit["bandwidth_grid"], explicit["ridge_grid"], explicit["weights"]) == ((0.5, 1.0), (0.01,), "krr")
     model = ImageModel((1, 8, 8), latent_dim=3, likelihood="bernoulli", hidden=16)
-    learner = ALWS(model, **{k: v for k, v in binary.items() if k in ("n_sleep", "bandwidth_grid", "select_max", "weights")})
-    assert (learner.bandwidth_grid, learner.select_max, learner.weight_mode) == ((1.0,), 700, "bounded")
+    learner = ALWS(model, **{k: v for k, v in binary.items() if k in ("n_sleep", "bandwidth_grid", "ridge_grid", "weights")})
+    assert (learner.bandwidth_grid, learner.ridge_grid, learner.weight_mode) == ((1.0,), (1e-3,), "bounded")
 
 
 def test_smoke_runs_of_alws_and_a_baseline_write_the_table_and_the_grid(tmp_path):
@@ -152,10 +152,10 @@ def test_a_run_started_before_the_bounded_mean_resumes_with_the_model_it_had():
     assert (older.gaussian_mean, older.kernel_objective, older.select_directions, older.seed) == ("unbounded", "targets", 2, 3)
     # before the bound and the binary selection: kernel ridge weights and the library's selection
     from alws.experiments.images import alws_fit_options
-    from alws.learner import DEFAULT_BANDWIDTH_GRID
+    from alws.learner import DEFAULT_BANDWIDTH_GRID, DEFAULT_RIDGE_GRID
 
     options = alws_fit_options(older, "bernoulli")
-    assert (options["weights"], options["bandwidth_grid"], options["select_max"]) == ("krr", DEFAULT_BANDWIDTH_GRID, 500)
+    assert (options["weights"], options["bandwidth_grid"], options["ridge_grid"]) == ("krr", DEFAULT_BANDWIDTH_GRID, DEFAULT_RIDGE_GRID)
     recorded = config_of_run(module, {"dataset": "mnist", "gaussian_mean": "auto", "kernel_objective": "auto", "select_directions": 8},
                              "config.json")
     assert (recorded.gaussian_mean, recorded.kernel_objective, recorded.select_directions) == ("auto", "auto", 8)

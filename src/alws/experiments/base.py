@@ -143,7 +143,7 @@ class KernelConfig(ExperimentConfig):
     ``random-projection``), or one of the experiment's own (``extra_features``);
     ``learn_kernel``: ``True`` / ``False`` / ``"auto"``; the ``kernel_*`` fields set the
     kernel-learning schedule; ``weights``: ``"krr"``, ``"nonnegative"`` or ``"bounded"``; ``bandwidth_grid``,
-    ``select_max``: the selection's multipliers and subsample (``None``: the library's; see
+    ``ridge_grid``, ``select_max``: the selection's multipliers, ridges and subsample (``None``: the library's; see
     :class:`alws.ALWS`).
     """
 
@@ -162,6 +162,7 @@ class KernelConfig(ExperimentConfig):
     weights: str = setting("krr", choices=("krr", "nonnegative", "bounded"))
     # the selection's multipliers of the median distance and its subsample; None: the library's
     bandwidth_grid: list[float] | None = setting(None, gt=0)
+    ridge_grid: list[float] | None = setting(None, gt=0)
     select_max: int | None = setting(None, ge=2)
     stein: bool | list = False  # Stein control variate: True, False or a list of parameter names (see alws.ALWS)
 
@@ -207,6 +208,7 @@ class KernelConfig(ExperimentConfig):
             "weights": self.weights,
             "stein": self.stein,
             **({} if self.bandwidth_grid is None else {"bandwidth_grid": tuple(self.bandwidth_grid)}),
+            **({} if self.ridge_grid is None else {"ridge_grid": tuple(self.ridge_grid)}),
             **({} if self.select_max is None else {"select_max": self.select_max}),
         }
 

@@ -54,10 +54,10 @@ class Config(TrainingConfig):
     # a Gaussian likelihood's mean: "bounded" to the training pixels' [min, max] through a sigmoid,
     # "unbounded" (the generator's raw output), "auto": bounded when the pixels lie in [0, 1]
     gaussian_mean: str = setting("auto", choices=("auto", "bounded", "unbounded"))
-    # weights, bandwidth_grid, select_max: None takes binary_selection() for binary images, else the library's
+    # weights, bandwidth_grid, ridge_grid: None takes BINARY_SELECTION for binary images, else the library's
     weights: str | None = setting(None, choices=("krr", "nonnegative", "bounded"))
     older_run_values = {**TrainingConfig.older_run_values, "gaussian_mean": "unbounded", "weights": "krr",
-                        "bandwidth_grid": [0.25, 0.5, 1.0, 2.0], "select_max": 500}
+                        "bandwidth_grid": [0.25, 0.5, 1.0, 2.0], "ridge_grid": [1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1]}
     lr: float = 1e-3  # the baselines' learning rate
     alws_lr: float = setting(3e-3, gt=0)
     n_sleep: int = 1000  # 5000 with random features is affordable, but gives ~4x fewer steps per budget
@@ -90,29 +90,27 @@ class Config(TrainingConfig):
             raise ConfigError(f"unknown method(s) (none given); valid: {', '.join(METHODS)}")
 
 
-def binary_selection(config: Config) -> dict:
-    """The regression's settings for binary images (a Bernoulli likelihood) where the config leaves
-    them unset: bounded wake weights (:class:`alws.ALWS`, ``weights="bounded"``), the bandwidth at
-    the median distance of the data's features, and the ridge by exact leave-one-out on every sleep
-    sample. With the library's choice (kernel ridge weights; multipliers 0.25-2 scored on 500
-    samples) the selection took 0.5 and a ridge of 0.01 and the generator stayed blurred; the ridge
-    of 0.001 that exact leave-one-out finds ran away without the bound. FID over 1200 steps, late
-    median 5.9 / 6.2 -> 1.4 / 1.5 (seeds 0 / 1). On Gaussian images the library's choice measured
-    as well or better (docs/results.md, "A bound on the wake estimate")."""
-    return {"weights": "bounded", "bandwidth_grid": (1.0,), "select_max": config.n_sleep}
+#: The regression's settings for binary images (a Bernoulli likelihood) where the config leaves
+#: them unset: bounded wake weights (:class:`alws.ALWS`, ``weights="bounded"``), the bandwidth at
+#: the median distance of the data's features and a ridge of 0.001 (the research code's starting
+#: ridge). The library's selection (kernel ridge weights; multipliers 0.25-2 and ridges 1e-7-0.1 by
+#: leave-one-out) took 0.5 and 0.01, and the generator stayed blurred; a ridge of 0.001 without the
+#: bound ran away; leave-one-out on all samples found 0.001 but, once its error passed 1 late in
+#: training, jumped to 0.1 and blurred the samples again (docs/results.md, "A bound on the wake
+#: estimate"). On Gaussian images the library's choice measured as well or better.
+BINARY_SELECTION = {"weights": "bounded", "bandwidth_grid": (1.0,), "ridge_grid": (1e-3,)}
 
 
 def alws_fit_options(config: Config, likelihood: str, features=None) -> dict:
     """The keywords of :func:`alws.fit` for an ALWS method: the config's, with the keys of
-    :func:`binary_selection` it leaves unset taken from there when ``likelihood`` is Bernoulli and
+    :data:`BINARY_SELECTION` it leaves unset taken from there when ``likelihood`` is Bernoulli and
     from the library's defaults otherwise."""
     options = {"n_features": config.n_features, **config.alws_options(features)}
-    chosen = binary_selection(config)
-    for key in chosen:
+    for key, value in BINARY_SELECTION.items():
         if options.get(key) is None:
             options.pop(key, None)
             if likelihood == "bernoulli":
-                options[key] = chosen[key]
+                options[key] = value
     return options
 
 
