@@ -22,6 +22,7 @@ import dataclasses
 import json
 import statistics
 import time
+from typing import Callable
 
 import torch
 
@@ -47,6 +48,37 @@ def parse_sets(pairs: list[str]) -> dict:
     return values
 
 
+@dataclasses.dataclass
+class ImageRun:
+    """The images experiment's pieces for one training run: its config, data, FID scorer and model."""
+
+    config: images.Config
+    train: object  # alws.data dataset: ``images [n, C, H, W]``, ``binary``
+    likelihood: str
+    score: Callable[[], float]  # FID of 1000 fresh samples (drawn under a fixed seed, off the training stream)
+    model: torch.nn.Module
+
+
+def image_run(seed: int, sets: list[str], samples: int = 1000) -> ImageRun:
+    """The images experiment's config (``--set KEY=JSON`` pairs over the defaults), data, FID scorer
+    and freshly initialised model."""
+    config = dataclasses.replace(images.Config(seed=seed), **parse_sets(sets))
+    config.validate()
+    train = load_dataset(config.dataset, config.data_path, "train", config.n_train, config.seed, config.image_size)
+    test = load_dataset(config.dataset, config.data_path, "test", config.n_test, config.seed, config.image_size)
+    likelihood = "bernoulli" if train.binary else "gaussian"
+    net, scale, test_features, _ = images.feature_scorer(config, train, test, progress=False)
+    model = images.build_model(config, train.images, likelihood)
+
+    def score() -> float:
+        state = torch.random.get_rng_state()
+        drawn = images._generate(model, samples, train.binary, seed=10_000 + config.seed)
+        torch.random.set_rng_state(state)
+        return fid(net.features(drawn) / scale, test_features)
+
+    return ImageRun(config, train, likelihood, score, model)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seed", type=int, default=0)
@@ -59,13 +91,8 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON", help="an images-experiment config key")
     parser.add_argument("--name", default=None)
     args = parser.parse_args()
-    config = dataclasses.replace(images.Config(seed=args.seed), **parse_sets(args.set))
-    config.validate()
-    train = load_dataset(config.dataset, config.data_path, "train", config.n_train, config.seed, config.image_size)
-    test = load_dataset(config.dataset, config.data_path, "test", config.n_test, config.seed, config.image_size)
-    likelihood = "bernoulli" if train.binary else "gaussian"
-    net, scale, test_features, _ = images.feature_scorer(config, train, test, progress=False)
-    model = images.build_model(config, train.images, likelihood)
+    run = image_run(args.seed, args.set, args.samples)
+    config, train, likelihood, model = run.config, run.train, run.likelihood, run.model
 
     clock = {"trained": 0.0, "since": time.perf_counter(), "next": args.every}
     scores = []
@@ -74,10 +101,7 @@ def main() -> None:
         clock["trained"] += time.perf_counter() - clock["since"]
         due = step % args.every_steps == 0 if args.every_steps else clock["trained"] >= clock["next"]
         if due:
-            state = torch.random.get_rng_state()  # scoring draws under its own seed, off the training stream
-            samples = images._generate(model, args.samples, train.binary, seed=10_000 + config.seed)
-            torch.random.set_rng_state(state)
-            value = fid(net.features(samples) / scale, test_features)
+            value = run.score()
             scores.append({"seconds": round(clock["trained"], 1), "step": step, "fid": value})
             print(f"{clock['trained']:6.0f} s  step {step:5d}  FID {value:.3f}", flush=True)
             clock["next"] += args.every

@@ -18,18 +18,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 
 import torch
 
 import alws
-from alws.data import load_dataset
 from alws.experiments import images
 from alws.learner import ALWSObjective
 from alws.objective import TrainOptions
-from alws.sample_quality import fid
 from alws.training import StopTraining
 from common import write
+from fid_over_training import image_run
 
 
 class RangeLogged(ALWSObjective):
@@ -82,29 +80,21 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON", help="an images-experiment config key")
     parser.add_argument("--name", default=None)
     args = parser.parse_args()
-    config = dataclasses.replace(images.Config(seed=args.seed), **{k: json.loads(v) for k, _, v in (p.partition("=") for p in args.set)})
-    config.validate()
-    train_set = load_dataset(config.dataset, config.data_path, "train", config.n_train, config.seed, config.image_size)
-    test_set = load_dataset(config.dataset, config.data_path, "test", config.n_test, config.seed, config.image_size)
-    likelihood = "bernoulli" if train_set.binary else "gaussian"
-    net, scale, test_features, _ = images.feature_scorer(config, train_set, test_set, progress=False)
-    model = images.build_model(config, train_set.images, likelihood)
+    run = image_run(args.seed, args.set)
+    config = run.config
     scores = []
 
     def score(step: int, record: dict) -> None:
         if step % args.every_steps == 0:
-            state = torch.random.get_rng_state()  # scoring draws under its own seed, off the training stream
-            samples = images._generate(model, 1000, train_set.binary, seed=10_000 + config.seed)
-            torch.random.set_rng_state(state)
-            scores.append({"step": step, "fid": fid(net.features(samples) / scale, test_features)})
+            scores.append({"step": step, "fid": run.score()})
             row = objective.rows[-1]
             print(f"step {step:5d}  FID {scores[-1]['fid']:8.3f}  above best {row['share_above_best']:.2f}  "
                   f"excess {row['mean_excess']:10.1f}  spread {row['spread']:10.1f}", flush=True)
         if step >= args.steps:
             raise StopTraining()
 
-    objective = RangeLogged(model, **images.alws_fit_options(config, likelihood))
-    alws.fit(objective, train_set.images, TrainOptions(steps=args.steps, batch_size=config.batch_size, lr=config.alws_lr,
+    objective = RangeLogged(run.model, **images.alws_fit_options(config, run.likelihood))
+    alws.fit(objective, run.train.images, TrainOptions(steps=args.steps, batch_size=config.batch_size, lr=config.alws_lr,
                                                       seed=config.seed, callbacks=[score], progress=False))
     name = args.name or f"{config.dataset}_seed{config.seed}"
     write(f"wake_estimate_range_{name}", {"config": dataclasses.asdict(config), "fid": scores, "steps": objective.rows})
