@@ -187,7 +187,7 @@ class ALWS:
             weights let a step raise the estimate by making the negatively weighted samples
             fit ``x*`` worse, without bound: a runaway in which the estimate exceeds every
             sample's value (binarised MNIST with a ridge of 0.001: estimate +2,700 nats where the
-            best sample has -270, FID 117). The bound removes that reward and leaves the
+            best sample has -270, FID 105). The bound removes that reward and leaves the
             weights untouched wherever the estimate is in range (docs/results.md).
         stein: ``True`` (every parameter), a list of parameter names, or ``False`` (default): a
             Stein control variate (:class:`alws.stein.SteinControlVariate`). For a continuous
