@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ConfigError
+from ..learner import DEFAULT_BANDWIDTH_GRID, DEFAULT_RIDGE_GRID
 from ..seeding import seeded
 from .base import TrainingConfig, setting
 
@@ -57,7 +58,7 @@ class Config(TrainingConfig):
     # weights, bandwidth_grid, ridge_grid: None takes BINARY_SELECTION for binary images, else the library's
     weights: str | None = setting(None, choices=("krr", "nonnegative", "bounded"))
     older_run_values = {**TrainingConfig.older_run_values, "gaussian_mean": "unbounded", "weights": "krr",
-                        "bandwidth_grid": [0.25, 0.5, 1.0, 2.0], "ridge_grid": [1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1]}
+                        "bandwidth_grid": list(DEFAULT_BANDWIDTH_GRID), "ridge_grid": list(DEFAULT_RIDGE_GRID)}
     lr: float = 1e-3  # the baselines' learning rate
     alws_lr: float = setting(3e-3, gt=0)
     n_sleep: int = 1000  # 5000 with random features is affordable, but gives ~4x fewer steps per budget
