@@ -297,15 +297,15 @@ def _sharp_krr_and_bounded(model, data):
     prepared step, and a ``weights="bounded"`` learner sharing its fitted regression."""
     torch.manual_seed(0)
     krr = ALWS(model, n_sleep=200, regression="exact", bandwidth=0.3, ridge=1e-6)
-    z, x, phi_wake, record = krr.prepare(data[:20])
+    z, x, phi_wake, _ = krr.prepare(data[:20])
     bounded = ALWS(model, n_sleep=200, regression="exact", bandwidth=0.3, ridge=1e-6, weights="bounded")
     bounded.regressor = krr.regressor
-    return krr, bounded, z, x, phi_wake, record
+    return krr, bounded, z, x, phi_wake
 
 
 def test_bounded_weights_move_only_the_estimates_above_the_best_sample_and_just_enough(linear_gaussian_data):
     _, data, model = linear_gaussian_data
-    krr, bounded, z, x, phi_wake, record = _sharp_krr_and_bounded(model, data)
+    krr, bounded, z, x, phi_wake = _sharp_krr_and_bounded(model, data)
     raw = krr.wake_weights(phi_wake)
     table = torch.randn(raw.shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) * 10
     over = (raw * table).sum(0) > table.max(0).values
@@ -325,7 +325,7 @@ def test_bounded_weights_take_away_the_reward_for_worsening_negatively_weighted_
     """The runaway: with signed weights a step raises the estimate by making the samples of negative
     weight fit the data worse, without bound; bounded weights cap it at the best sample's value."""
     _, data, model = linear_gaussian_data
-    krr, bounded, z, x, phi_wake, record = _sharp_krr_and_bounded(model, data)
+    krr, bounded, z, x, phi_wake = _sharp_krr_and_bounded(model, data)
     table = bounded._estimand_table(z, x, bounded.statistics(data[:20]))
     raw = krr.wake_weights(phi_wake)
     assert table.shape == raw.shape

@@ -452,7 +452,12 @@ class ALWS:
     def statistics(self, x_wake: torch.Tensor) -> torch.Tensor:
         """Wake statistics ``[B, q]`` paired with the targets: ``1`` or ``[1, S(x*)]`` (the fast
         path's when the parameters' paths are mixed)."""
-        return (self.paths[True] if self._mixed_paths() else self.path).statistics(x_wake)
+        return self._paired_path().statistics(x_wake)
+
+    def _paired_path(self) -> TargetPath:
+        """The path whose wake statistics the weights pair with: the fast path when the parameters'
+        paths are mixed, else the active one."""
+        return self.paths[True] if self._mixed_paths() else self.path
 
     def _directional(self, t: torch.Tensor, n_directions: int) -> torch.Tensor:
         """``[n, n_directions, q]``: ``v . grad_theta t_nj`` for random directions ``v`` (double backward)."""
@@ -778,7 +783,7 @@ class ALWS:
         already computed (their values are used, not their graph)."""
         if t is None:
             with torch.no_grad(), _diverged_distributions("log_joint"):
-                t = (self.paths[True] if self._mixed_paths() else self.path).targets(z, x_sleep)
+                t = self._paired_path().targets(z, x_sleep)
         return t.detach().double() @ statistics.detach().double().T
 
     def wake_weights(self, phi_wake: torch.Tensor, record: dict | None = None, table: torch.Tensor | None = None) -> torch.Tensor:
