@@ -101,3 +101,38 @@ def test_mmd_is_about_zero_for_one_distribution_and_grows_with_a_shift():
     assert abs(same) < 0.01
     assert evaluate.mmd(a, b + 0.5) > 10 * max(abs(same), 1e-3)
     assert evaluate.mmd(a, b + 1.0) > evaluate.mmd(a, b + 0.5)
+
+
+def test_score_bias_is_near_zero_for_alws_at_the_truth_and_large_for_a_kernel_that_cannot_see_x():
+    from alws.seeding import seeded
+
+    with seeded(0):
+        model = LinearGaussian(3, 1, sigma=0.5, shared_noise=True)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with seeded(1):
+        fair = evaluate.score_bias(model, n_data=50, datasets=10, n_sleep=300)
+    assert abs(fair.worst()[1]) < 4.0, fair.z
+    # weights that ignore x average |x* - mean(z)|^2 over independent z and x*: too large a
+    # residual, so the gradient pushes the noise up at the truth
+    with seeded(1), pytest.warns(RuntimeWarning, match="same weight"):
+        blind = evaluate.score_bias(model, n_data=50, datasets=10, repeats=1, n_sleep=300, bandwidth=1e6, ridge=1e-3,
+                                    exponential_family=True)
+    assert blind.worst()[0] == "log_sigma" and blind.z["log_sigma"].item() > 10
+    assert blind.mean["log_sigma"].shape == model.log_sigma.shape
+    rows = blind.rows()
+    assert len(rows) == sum(p.numel() for p in model.parameters()) and {"parameter", "index", "mean", "standard_error", "z"} <= set(rows[0])
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the model is left as it was
+
+
+def test_score_bias_refuses_bad_settings():
+    from alws.learner import ALWS
+
+    model = LinearGaussian(2, 1)
+    with pytest.raises(ValueError, match="datasets must be an integer >= 2"):
+        evaluate.score_bias(model, n_data=10, datasets=1)
+    with pytest.raises(ValueError, match="warm"):
+        evaluate.score_bias(model, n_data=10, warm=-1)
+    with pytest.raises(TypeError, match="not both"):
+        evaluate.score_bias(model, n_data=10, learner=ALWS(model, n_sleep=50), n_sleep=50)
+    with pytest.raises(ValueError, match="another model"):
+        evaluate.score_bias(model, n_data=10, learner=ALWS(LinearGaussian(2, 1), n_sleep=50))
