@@ -72,6 +72,18 @@ def machine() -> dict:
     }
 
 
+def parse_sets(pairs: list[str]) -> dict:
+    """``{key: value}`` from ``KEY=JSON`` pairs (a benchmark's ``--set`` options over an experiment's config)."""
+    values = {}
+    for pair in pairs:
+        key, _, text = pair.partition("=")
+        try:
+            values[key] = json.loads(text)
+        except json.JSONDecodeError:
+            raise SystemExit(f"--set {key}: {text!r} is not JSON (strings need quotes: '\"fashion-mnist\"')") from None
+    return values
+
+
 def write(name: str, payload: dict) -> Path:
     path = RESULTS / f"{name}.json"
     atomic_write_text(path, json.dumps({"benchmark": name, "machine": machine(), **payload}, indent=1))

@@ -32,20 +32,9 @@ from alws.experiments import images
 from alws.objective import TrainOptions
 from alws.sample_quality import fid
 from alws.training import StopTraining
-from common import write
+from common import parse_sets, write
 
 HISTORY_KEYS = ("step", "bandwidth", "ridge", "loss", "grad_norm", "kernel_error", "path", "bounded_share")
-
-
-def parse_sets(pairs: list[str]) -> dict:
-    values = {}
-    for pair in pairs:
-        key, _, text = pair.partition("=")
-        try:
-            values[key] = json.loads(text)
-        except json.JSONDecodeError:
-            raise SystemExit(f"--set {key}: {text!r} is not JSON (strings need quotes: '\"fashion-mnist\"')") from None
-    return values
 
 
 @dataclasses.dataclass

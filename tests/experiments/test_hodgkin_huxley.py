@@ -60,6 +60,34 @@ def test_smoke_preset_runs_and_lowers_the_observation_noise_toward_the_truth(tmp
     # sigma_obs starts at 30 (truth 1); the fast path's gradient for it is large and negative.
     assert errors["learned"]["sigma_obs"] < errors["initial"]["sigma_obs"]
     assert results["spikes"]["data"]["spike_count"] > 0
+    # the second stage ran on its own checkpoint, after the first, and its steps are in the trajectory
+    assert results["stages"] == {"steps": 12, "refine_steps": 4, "refine_with": hh.REFINE_WITH}
+    assert (out / "checkpoints" / "alws.pt").exists() and (out / "checkpoints" / "alws-refine.pt").exists()
+    steps = [row["step"] for row in results["parameter_trajectory"]]
+    assert steps == sorted(steps) and steps[-1] == 16 and 13 in steps
+    assert results["parameter_trajectory"][-1]["sigma_obs"] == pytest.approx(results["learned_parameters"]["sigma_obs"])
+
+
+def test_the_second_stage_changes_only_the_regression_and_is_checked_like_a_set():
+    config = hh.Config()
+    refined = config.refined()
+    assert (refined.exponential_family, refined.features, refined.kernel) == ("per-parameter", "learned+roughness", "gaussian+linear")
+    assert (refined.n_traces, refined.seed, refined.refine_steps) == (config.n_traces, config.seed, 0)
+    with pytest.raises(ConfigError, match="n_traces cannot change"):
+        hh.Config(refine_with={"n_traces": 3}).validate()
+    with pytest.raises(ConfigError, match="exponential_family"):
+        hh.Config(refine_with={"exponential_family": "sometimes"}).validate()
+    with pytest.raises(ConfigError, match="unknown features"):
+        hh.Config(refine_with={"features": "fft"}).validate()
+    hh.Config(refine_with={"features": "fft"}, refine_steps=0).validate()  # no second stage: not read
+
+
+def test_a_run_started_before_the_second_stage_resumes_with_one_stage():
+    from alws.experiments.base import config_of_run, load_experiment
+
+    module = load_experiment("hodgkin-huxley")
+    assert config_of_run(module, {"steps": 200}, "config.json").refine_steps == 0
+    assert config_of_run(module, {"steps": 200, "refine_steps": 50}, "config.json").refine_steps == 50
 
 
 @pytest.mark.parametrize("override, message", [("dt=0", "dt must be > 0"), ("n_steps=10", "too short"), ("features=\"fft\"", "raw")])

@@ -5,7 +5,7 @@ For data drawn from the model itself, ``x ~ p_theta``, the exact score has mean 
 model therefore measures its bias at ``theta`` with no reference computation: a parameter whose mean
 lies many standard errors from zero is pushed away from the truth by the estimator itself, so
 training that reaches the truth does not stay there (on Hodgkin-Huxley the fast path's gradient for
-the observation noise sits 4.6 standard errors above zero at the truth: docs/results.md).
+the observation noise sits 5.9 standard errors above zero at the truth: docs/results.md).
 """
 from __future__ import annotations
 

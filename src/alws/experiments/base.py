@@ -321,7 +321,9 @@ def _hints(config_cls) -> dict:
     return typing.get_type_hints(config_cls)
 
 
-def _apply(config_cls, values: dict, overrides: dict, source: str) -> dict:
+def apply_overrides(config_cls, values: dict, overrides: dict, source: str) -> dict:
+    """``values`` with each of ``overrides`` coerced to its field's type; an unknown key is refused
+    naming ``source`` (where the overrides came from)."""
     hints = _hints(config_cls)
     valid = [f.name for f in fields(config_cls)]
     for key, value in overrides.items():
@@ -354,7 +356,7 @@ def resolve_config(module, preset: str = "default", config_file=None, overrides=
         raise ConfigError(f"unknown preset {preset!r} for {module.NAME}; valid: {', '.join(presets)}")
     cls = module.Config
     values = asdict(cls())
-    values = _apply(cls, values, presets[preset], f"preset {preset!r}")
+    values = apply_overrides(cls, values, presets[preset], f"preset {preset!r}")
     if config_file is not None:
         path = Path(config_file)
         try:
@@ -364,13 +366,13 @@ def resolve_config(module, preset: str = "default", config_file=None, overrides=
         loaded = loaded.get("config", loaded) if isinstance(loaded, dict) else loaded
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a JSON object of config keys")
-        values = _apply(cls, values, loaded, str(path))
+        values = apply_overrides(cls, values, loaded, str(path))
     parsed = dict(parse_override(item) if isinstance(item, str) else item for item in overrides)
-    values = _apply(cls, values, parsed, "--set")
+    values = apply_overrides(cls, values, parsed, "--set")
     if seed is not None:
-        values = _apply(cls, values, {"seed": seed}, "--seed")
+        values = apply_overrides(cls, values, {"seed": seed}, "--seed")
     if device is not None:
-        values = _apply(cls, values, {"device": device}, "--device")
+        values = apply_overrides(cls, values, {"device": device}, "--device")
     config = cls(**values)
     config.validate()
     return config
@@ -586,7 +588,7 @@ def config_of_run(module, recorded: dict, where: str):
     Keys added to the experiment after the run started take the value that reproduces what the run
     did (``Config.older_run_values``), not today's default."""
     older = {k: v for k, v in getattr(module.Config, "older_run_values", {}).items() if k not in recorded}
-    values = _apply(module.Config, asdict(module.Config()), {**older, **recorded}, where)
+    values = apply_overrides(module.Config, asdict(module.Config()), {**older, **recorded}, where)
     config = module.Config(**values)
     config.validate()
     return config
