@@ -52,7 +52,7 @@ class Config(TrainingConfig):
     Two stages: ``steps`` steps with these settings, then ``refine_steps`` more with the keys of
     ``refine_with`` replaced (default :data:`REFINE_WITH`; ``refine_steps=0`` for one stage). The
     fast path's gradient for ``sigma_obs`` is biased upward by the regression's miss of the voltage
-    path (about 900 mV^2 per trace at the truth, `benchmarks/hh_gradient_at_truth.py`), which keeps
+    path (about 800 mV^2 per trace at the truth, `benchmarks/gradient_at_truth.py`), which keeps
     the posterior broad while the dynamics are learned; the second stage learns ``sigma_obs``
     through the plain path and the traces' roughness, unbiased at the truth.
     """
