@@ -61,7 +61,7 @@ def test_smoke_preset_runs_and_lowers_the_observation_noise_toward_the_truth(tmp
     assert errors["learned"]["sigma_obs"] < errors["initial"]["sigma_obs"]
     assert results["spikes"]["data"]["spike_count"] > 0
     # the second stage ran on its own checkpoint, after the first, and its steps are in the trajectory
-    assert results["stages"] == {"steps": 12, "refine_steps": 4, "refine_with": hh.REFINE_WITH}
+    assert results["stages"] == {"steps": 12, "refine_steps": 4, "refine_with": {**hh.REFINE_WITH, "n_sleep": 60}}
     assert (out / "checkpoints" / "alws.pt").exists() and (out / "checkpoints" / "alws-refine.pt").exists()
     steps = [row["step"] for row in results["parameter_trajectory"]]
     assert steps == sorted(steps) and steps[-1] == 16 and 13 in steps
@@ -72,6 +72,7 @@ def test_the_second_stage_changes_only_the_regression_and_is_checked_like_a_set(
     config = hh.Config()
     refined = config.refined()
     assert (refined.exponential_family, refined.features, refined.kernel) == ("per-parameter", "learned+roughness", "gaussian+linear")
+    assert (config.n_sleep, refined.n_sleep) == (200, 400)
     assert (refined.n_traces, refined.seed, refined.refine_steps) == (config.n_traces, config.seed, 0)
     with pytest.raises(ConfigError, match="n_traces cannot change"):
         hh.Config(refine_with={"n_traces": 3}).validate()

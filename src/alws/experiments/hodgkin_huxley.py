@@ -23,8 +23,9 @@ __all__ = ["HodgkinHuxley", "Config", "run"]
 
 #: What the second stage changes (``refine_with``): each parameter tensor's path chosen by
 #: leave-one-out error, the roughness features beside the learned projection, and a linear part
-#: in the kernel, so that the plain path can learn ``sigma_obs`` from how rough the data are.
-REFINE_WITH = {"exponential_family": "per-parameter", "features": "learned+roughness", "kernel": "gaussian+linear"}
+#: in the kernel, so that the plain path can learn ``sigma_obs`` from how rough the data are; and
+#: twice the sleep samples, for the weak pull on ``sigma_process`` and ``g_l`` near the truth.
+REFINE_WITH = {"exponential_family": "per-parameter", "features": "learned+roughness", "kernel": "gaussian+linear", "n_sleep": 400}
 #: The keys ``refine_with`` may change: the regression's and the learning rate, not the data or budget.
 REFINABLE = ("n_sleep", "regression", "exponential_family", "lr", "features", "feature_dim", "kernel", "learn_kernel",
              "kernel_every", "kernel_steps", "kernel_samples", "kernel_lr", "kernel_lr_decay", "kernel_hyperparameters",
@@ -99,7 +100,7 @@ class Config(TrainingConfig):
         return config
 
 
-PRESETS = {"smoke": {"n_steps": 300, "n_traces": 4, "steps": 12, "refine_steps": 4, "n_sleep": 60, "n_simulations": 4, "record_every": 2, "bin_steps": 10}}
+PRESETS = {"smoke": {"n_steps": 300, "n_traces": 4, "steps": 12, "refine_steps": 4, "refine_with": {**REFINE_WITH, "n_sleep": 60}, "n_sleep": 60, "n_simulations": 4, "record_every": 2, "bin_steps": 10}}
 
 
 class BinnedTrace:
