@@ -58,6 +58,9 @@ def noise_split(learner: ALWS, v_data: torch.Tensor, data: torch.Tensor) -> dict
 
 def hodgkin_huxley(config: hh.Config, point: dict):
     """``(model at the truth, points per data set, learner options, truth values)``."""
+    unknown = sorted(set(point) - set(hh.TRUTH))
+    if unknown:
+        raise SystemExit(f"--point {', '.join(unknown)}: not a parameter; valid: {', '.join(hh.TRUTH)}")
     truth = {**hh.TRUTH, **point}
     current = step_current(config.n_steps, config.current, config.current_noise, seed=config.seed)
     model = HodgkinHuxley(current, config.dt, params=truth)
@@ -99,8 +102,6 @@ def main() -> None:
     for pair in args.point:
         key, _, value = pair.partition("=")
         point[key] = float(value)
-    if args.experiment == "hodgkin-huxley" and set(point) - set(hh.TRUTH):
-        raise SystemExit(f"--point {', '.join(sorted(set(point) - set(hh.TRUTH)))}: not a parameter; valid: {', '.join(hh.TRUTH)}")
     model, n_data, options, truth = setup(config, point)
     learner = ALWS(model, **options)
     started = time.perf_counter()

@@ -17,7 +17,7 @@ from ..features import LinearProjection
 from ..learner import fit
 from ..models.hodgkin_huxley import PARAMETERS, TRUTH, WRONG_START, HodgkinHuxley, spike_times, step_current
 from ..seeding import seeded
-from .base import TrainingConfig, apply_overrides, parameter_trajectory, record_parameters, setting
+from .base import ExperimentConfig, KernelConfig, TrainingConfig, apply_overrides, parameter_trajectory, record_parameters, setting
 
 __all__ = ["HodgkinHuxley", "Config", "run"]
 
@@ -26,11 +26,10 @@ __all__ = ["HodgkinHuxley", "Config", "run"]
 #: in the kernel, so that the plain path can learn ``sigma_obs`` from how rough the data are; and
 #: twice the sleep samples, for the weak pull on ``sigma_process`` and ``g_l`` near the truth.
 REFINE_WITH = {"exponential_family": "per-parameter", "features": "learned+roughness", "kernel": "gaussian+linear", "n_sleep": 400}
-#: The keys ``refine_with`` may change: the regression's and the learning rate, not the data or budget.
-REFINABLE = ("n_sleep", "regression", "exponential_family", "lr", "features", "feature_dim", "kernel", "learn_kernel",
-             "kernel_every", "kernel_steps", "kernel_samples", "kernel_lr", "kernel_lr_decay", "kernel_hyperparameters",
-             "kernel_objective", "select_directions", "weights", "bandwidth_grid", "ridge_grid", "select_max", "stein",
-             "roughness_weight", "bin_steps")
+#: The keys ``refine_with`` may change: the kernel's (every key :class:`KernelConfig` adds), the
+#: regression's and the learning rate; not the data, the budget or the seed.
+REFINABLE = (*(f.name for f in dataclasses.fields(KernelConfig) if f.name not in {g.name for g in dataclasses.fields(ExperimentConfig)}),
+             "n_sleep", "regression", "exponential_family", "lr", "roughness_weight", "bin_steps")
 
 NAME = "hodgkin-huxley"
 DESCRIPTION = "Experiment V.1: noisy Hodgkin-Huxley neuron, parameters learned from simulated voltage traces"
@@ -93,8 +92,7 @@ class Config(TrainingConfig):
         unknown = sorted(set(self.refine_with) - set(REFINABLE))
         if unknown:
             raise ConfigError(f"refine_with: {', '.join(unknown)} cannot change between stages; valid keys: {', '.join(REFINABLE)}")
-        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        values = apply_overrides(type(self), values, self.refine_with, "refine_with")
+        values = apply_overrides(type(self), dataclasses.asdict(self), self.refine_with, "refine_with")
         config = type(self)(**{**values, "refine_steps": 0, "refine_with": {}})
         config.validate()
         return config
