@@ -66,6 +66,13 @@ def test_smoke_preset_runs_and_lowers_the_observation_noise_toward_the_truth(tmp
     steps = [row["step"] for row in results["parameter_trajectory"]]
     assert steps == sorted(steps) and steps[-1] == 16 and 13 in steps
     assert results["parameter_trajectory"][-1]["sigma_obs"] == pytest.approx(results["learned_parameters"]["sigma_obs"])
+    # resumed from both stages' checkpoints (results removed): the same model, not a retrained one
+    from alws.experiments.base import resume_experiment
+
+    (out / "results.json").unlink()
+    again, _ = resume_experiment(out, progress=False)
+    assert again["learned_parameters"] == results["learned_parameters"]
+    assert again["parameter_trajectory"] == results["parameter_trajectory"]
 
 
 def test_the_second_stage_changes_only_the_regression_and_is_checked_like_a_set():
