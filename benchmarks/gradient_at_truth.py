@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import time
 
 import torch
@@ -77,7 +78,7 @@ def blowfly(config: bf.Config, point: dict):
     with torch.no_grad():
         model.log_initial.fill_(float(torch.log(series[0])))
         for name, value in point.items():
-            getattr(model, f"log_{name}").fill_(float(torch.log(torch.tensor(value))))
+            getattr(model, f"log_{name}").fill_(math.log(value))
     return model, 1, config.alws_options(bf.kernel_features(config)), {k: float(model.value(k).detach()) for k in bf.POSITIVE}
 
 
