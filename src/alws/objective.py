@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from .errors import ConfigError
+from .averaging import ParameterAverage
 from .training import History, Trainer, fingerprint, make_optimizer, with_time_budget
 from .validation import check_data, check_int, check_positive
 
@@ -45,6 +46,10 @@ class TrainOptions:
         clip_grad_norm: optional gradient-norm clipping.
         max_seconds: stop once this much wall time has passed since the method was called (set-up
             included; a budget matched to another method's); ``steps`` still caps the run.
+        average_from: Polyak-Ruppert averaging (:class:`alws.averaging.ParameterAverage`): the
+            trained parameters end at the mean of their iterates from this step (1-based,
+            inclusive) to the last, rather than at the last iterate; the optimiser's path is
+            unchanged. ``None`` (default): the last iterate.
     """
 
     steps: int = 1000
@@ -59,6 +64,7 @@ class TrainOptions:
     progress: bool | None = None
     clip_grad_norm: float | None = None
     max_seconds: float | None = None
+    average_from: int | None = None
 
     def __post_init__(self):
         check_int("steps", self.steps, 1)
@@ -69,6 +75,11 @@ class TrainOptions:
             check_positive("clip_grad_norm", self.clip_grad_norm)
         if self.max_seconds is not None and not self.max_seconds > 0:
             raise ConfigError(f"max_seconds must be > 0, got {self.max_seconds}")
+        if self.average_from is not None:
+            check_int("average_from", self.average_from, 1)
+            if self.average_from > self.steps:
+                raise ConfigError(f"average_from={self.average_from} is after the last step ({self.steps}): no step would be averaged; "
+                                  f"choose a step <= steps (e.g. {self.steps // 2 + 1} for the second half), or None")
 
     @classmethod
     def split(cls, options: "TrainOptions | None", keywords: dict) -> tuple["TrainOptions", dict]:
@@ -88,7 +99,10 @@ class TrainOptions:
     def describe(self) -> dict:
         """What of these options a checkpoint must match to be resumed."""
         optimizer = self.optimizer if isinstance(self.optimizer, str) else getattr(self.optimizer, "__qualname__", repr(self.optimizer))
-        return {"batch_size": self.batch_size, "lr": self.lr, "optimizer": optimizer, "seed": self.seed, "clip_grad_norm": self.clip_grad_norm}
+        described = {"batch_size": self.batch_size, "lr": self.lr, "optimizer": optimizer, "seed": self.seed, "clip_grad_norm": self.clip_grad_norm}
+        if self.average_from is not None:  # only when set: checkpoints from before the option still resume
+            described["average_from"] = self.average_from
+        return described
 
 
 class Objective:
@@ -148,10 +162,16 @@ def train(objective: Objective, data, options: TrainOptions | None = None, start
     data = objective.prepare(data)
     optimizers = objective.configure(options)
     modules = dict(objective.modules())
+    stateful, callbacks = dict(objective.stateful()), list(options.callbacks)
+    average = None
+    if options.average_from is not None:
+        average = ParameterAverage(objective.parameters(), options.average_from)
+        stateful["parameter_average"] = average
+        callbacks.insert(0, average)  # first: the other callbacks see averaged_steps in the record
     trainer = Trainer(
         modules=modules,
         optimizers=optimizers,
-        stateful=objective.stateful(),
+        stateful=stateful,
         data=data,
         batch_size=options.batch_size,
         fingerprint=fingerprint(modules, {**objective.describe(), **options.describe()}),
@@ -159,8 +179,11 @@ def train(objective: Objective, data, options: TrainOptions | None = None, start
         checkpoint_every=options.checkpoint_every,
         resume=options.resume,
         seed=options.seed,
-        callbacks=with_time_budget(options.callbacks, options.max_seconds, started),
+        callbacks=with_time_budget(callbacks, options.max_seconds, started),
         progress=options.progress,
         description=objective.name,
     )
-    return trainer.run(lambda batch, index: objective.step(batch, trainer), options.steps)
+    history = trainer.run(lambda batch, index: objective.step(batch, trainer), options.steps)
+    if average is not None:
+        average.apply()  # the checkpoint keeps the last iterate and the mean: a resume ends here too
+    return history

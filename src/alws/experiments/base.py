@@ -21,6 +21,7 @@ import hashlib
 import importlib
 import json
 import logging
+import math
 import sys
 import time
 import typing
@@ -223,7 +224,10 @@ class TrainingConfig(KernelConfig):
     """The fields every experiment that trains with :func:`alws.fit` shares (each experiment
     redeclares the defaults it needs; the constraints stay). ``exponential_family``: ``True`` (the
     fast path), ``False`` (regress the log-joint), ``"auto"`` (chosen by leave-one-out error) or
-    ``"per-parameter"`` (chosen by leave-one-out error for each parameter tensor)."""
+    ``"per-parameter"`` (chosen by leave-one-out error for each parameter tensor). ``average``: the
+    fraction of the last steps over whose iterates the parameters are averaged at the end
+    (Polyak-Ruppert, ``TrainOptions.average_from``; 0: the last iterate), counted from ``steps``
+    (a run stopped earlier by a time budget averages only the steps inside that window)."""
 
     steps: int = setting(200, ge=1)
     batch_size: int = setting(100, ge=1)
@@ -231,6 +235,7 @@ class TrainingConfig(KernelConfig):
     lr: float = setting(0.03, gt=0)
     regression: str = setting("exact", choices=_regression_choices)
     exponential_family: bool | str = setting("auto", choices=(True, False, "auto", "per-parameter"))
+    average: float = setting(0.0, ge=0, le=1)
 
     def __post_init__(self):
         super().__post_init__()
@@ -408,7 +413,8 @@ class RunContext:
         """The :class:`alws.TrainOptions` of training run ``name``: checkpointed under
         ``checkpoints/NAME.pt`` (resumed when that file exists) every tenth of the steps, with the
         run's progress display and seed; ``steps``, ``batch_size`` and ``lr`` from ``config`` when
-        it has them; ``options`` (any field of ``TrainOptions``) override."""
+        it has them; ``options`` (any field of ``TrainOptions``) override. A config's ``average``
+        (a fraction of the steps) becomes ``average_from``, the first averaged step."""
         from ..objective import TrainOptions
 
         checkpoint = self.checkpoint(name)
@@ -416,6 +422,10 @@ class RunContext:
         values = {**values, "seed": config.seed, "checkpoint": checkpoint, "resume": checkpoint.exists(),
                   "progress": self.show_progress, **options}
         values.setdefault("checkpoint_every", max(1, values.get("steps", 1000) // 10))
+        average = getattr(config, "average", 0.0)
+        if average > 0 and "average_from" not in values:
+            steps = values.get("steps", TrainOptions.steps)
+            values["average_from"] = steps - max(1, math.ceil(average * steps)) + 1
         return TrainOptions(**values)
 
     def stage(self, name: str, compute: Callable[[], Any]) -> Any:
