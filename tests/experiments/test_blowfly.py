@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -95,8 +96,21 @@ def test_smoke_preset_on_simulated_data_moves_n0_toward_the_truth(tmp_path):
     assert errors["N0"]["learned"] < errors["N0"]["initial"]
     assert all(math.isfinite(v) for k, v in results["learned_parameters"].items() if k != "lag_probabilities")
     # the summaries carry log p(z, x): "auto" takes the plain path, whose leave-one-out error is far below the fast path's
-    paths = {json.loads(line).get("path") for line in (out / "checkpoints" / "alws.history.jsonl").read_text().splitlines()}
-    assert paths == {"log-joint"}
+    rows = [json.loads(line) for line in (out / "checkpoints" / "alws.history.jsonl").read_text().splitlines()]
+    assert {r.get("path") for r in rows} == {"log-joint"}
+    # the default averages the second half's iterates: the learned values are their mean, not the last
+    assert [r.get("averaged_steps") for r in rows] == [None] * 20 + list(range(1, 21))
+    last = results["parameter_trajectory"][-1]
+    assert last["step"] == 40 and last["N0"] != results["learned_parameters"]["N0"]
+
+
+def test_a_run_started_before_averaging_resumes_without_it():
+    from alws.experiments.base import config_of_run
+
+    recorded = dataclasses.asdict(blowfly.Config())
+    del recorded["average"]
+    assert config_of_run(blowfly, recorded, "config.json").average == 0.0
+    assert blowfly.Config().average == 0.5
 
 
 @pytest.mark.skipif(not SHARED.exists(), reason="shared blowfly data not present")
