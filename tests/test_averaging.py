@@ -13,7 +13,7 @@ def problem():
     return model, torch.randn(200, 3)
 
 
-def train(tmp_path=None, steps=12, average_from=None, resume=False, interrupt_at=None, seed=3, n_sleep=100, **options):
+def train(tmp_path=None, steps=12, average_from=None, resume=False, interrupt_at=None, seed=3, n_sleep=100, callbacks=(), **options):
     """``(model, iterates)``: the trained model and its parameters after every step."""
     model, data = problem()
     iterates = []
@@ -25,7 +25,7 @@ def train(tmp_path=None, steps=12, average_from=None, resume=False, interrupt_at
 
     checkpoint = None if tmp_path is None else tmp_path / "ckpt.pt"
     alws.fit(model, data, steps=steps, batch_size=32, n_sleep=n_sleep, lr=0.05, seed=seed, progress=False, average_from=average_from,
-             checkpoint=checkpoint, checkpoint_every=4, resume=resume, callbacks=[keep], **options)
+             checkpoint=checkpoint, checkpoint_every=4, resume=resume, callbacks=[keep, *callbacks], **options)
     return model, iterates
 
 
@@ -57,6 +57,16 @@ def test_an_interrupted_averaged_run_resumes_to_the_same_average(tmp_path):
         assert torch.equal(p, q) and torch.equal(p, r)
     history = alws.training.load_checkpoint(tmp_path / "b" / "ckpt.pt")["history"]
     assert [r.get("averaged_steps") for r in history] == [None] * 4 + list(range(1, 9))
+
+
+def test_a_run_stopped_before_the_window_warns_and_keeps_the_last_iterate():
+    def stop(step, record):
+        if step == 5:
+            raise alws.StopTraining
+
+    with pytest.warns(UserWarning, match="average_from=8 was not reached: training stopped at step 5"):
+        model, iterates = train(average_from=8, callbacks=[stop])
+    assert all(torch.equal(p.detach(), q) for p, q in zip(model.parameters(), iterates[-1]))
 
 
 def test_averaging_settings_are_checked(tmp_path):

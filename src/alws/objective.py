@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+import warnings
 from typing import Any, Callable, Mapping, Sequence
 
 import torch
@@ -184,6 +185,7 @@ def train(objective: Objective, data, options: TrainOptions | None = None, start
         description=objective.name,
     )
     history = trainer.run(lambda batch, index: objective.step(batch, trainer), options.steps)
-    if average is not None:
-        average.apply()  # the checkpoint keeps the last iterate and the mean: a resume ends here too
+    if average is not None and not average.apply():  # the checkpoint keeps the last iterate and the mean
+        warnings.warn(f"average_from={options.average_from} was not reached: training stopped at step {trainer.step} "
+                      f"(a time budget or a callback), so the parameters are the last iterate, not an average", stacklevel=2)
     return history
