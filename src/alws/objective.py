@@ -22,8 +22,8 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import nn
 
-from .errors import ConfigError
 from .averaging import ParameterAverage
+from .errors import ConfigError
 from .training import History, Trainer, fingerprint, make_optimizer, with_time_budget
 from .validation import check_data, check_int, check_positive
 

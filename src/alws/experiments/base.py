@@ -227,7 +227,8 @@ class TrainingConfig(KernelConfig):
     ``"per-parameter"`` (chosen by leave-one-out error for each parameter tensor). ``average``: the
     fraction of the last steps over whose iterates the parameters are averaged at the end
     (Polyak-Ruppert, ``TrainOptions.average_from``; 0: the last iterate), counted from ``steps``
-    (a run stopped earlier by a time budget averages only the steps inside that window)."""
+    (a run stopped earlier by a time budget averages only the steps inside that window; before
+    it, it keeps the last iterate and warns)."""
 
     steps: int = setting(200, ge=1)
     batch_size: int = setting(100, ge=1)
