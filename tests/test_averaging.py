@@ -38,7 +38,7 @@ def test_the_model_ends_at_the_mean_of_its_iterates_and_the_path_is_unchanged():
         mean = torch.stack([step[i] for step in iterates[6:]]).mean(0)
         torch.testing.assert_close(parameter.detach(), mean)
         assert not torch.equal(parameter.detach(), iterates[-1][i])  # not the last iterate
-    assert [p for p in plain.parameters()][0].data.equal(iterates[-1][0])
+    assert torch.equal(next(plain.parameters()).detach(), iterates[-1][0])  # the plain run ends at the last iterate
 
 
 def test_averaging_from_the_last_step_keeps_the_last_iterate():

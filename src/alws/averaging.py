@@ -60,7 +60,7 @@ class ParameterAverage:
         return True
 
     def state_dict(self) -> dict:
-        return {"start": self.start, "count": self.count, "averages": [a.clone() for a in self.averages]}
+        return {"start": self.start, "count": self.count, "averages": list(self.averages)}  # saved at once: no copy
 
     def load_state_dict(self, state: dict) -> None:
         if int(state["start"]) != self.start:  # the fingerprint already refuses this; a guard
