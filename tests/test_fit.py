@@ -181,6 +181,28 @@ def test_penalty_is_added_to_the_loss_and_pulls_parameters():
     assert float(held.bias.detach().norm()) < 0.5 * float(free.bias.detach().norm())  # the data pull the bias to 3; the penalty to 0
 
 
+def test_an_objective_with_its_own_learner_class_trains_with_that_learner():
+    """``ALWSObjective.learner_class``: a subclass of ALWS that gives every sleep sample the same
+    weight trains with it (effective sample size N at every step), the default does not."""
+    from alws.learner import ALWS, ALWSObjective
+
+    class Uniform(ALWS):
+        def wake_weights(self, phi_wake, record=None, table=None):
+            return torch.full((self.n_sleep, phi_wake.shape[0]), 1.0 / self.n_sleep, dtype=torch.float64)
+
+    class UniformObjective(ALWSObjective):
+        learner_class = Uniform
+
+    data = torch.randn(60, 2) + 2.0
+    uniform = UniformObjective(LinearGaussian(2, 1), n_sleep=40, weights="nonnegative")
+    with pytest.warns(RuntimeWarning, match="carries the same weight"):  # what equal weights mean, said once
+        history = alws.fit(uniform, data, steps=3, seed=0, progress=False)
+    assert isinstance(uniform.learner, Uniform)
+    assert history.column("ess") == pytest.approx([40.0] * 3)
+    default = alws.fit(LinearGaussian(2, 1), data, steps=3, n_sleep=40, weights="nonnegative", seed=0, progress=False)
+    assert max(default.column("ess")) < 39.0
+
+
 class Scaled:
     """A feature map that is an object (no __qualname__): its description must be stable."""
 

@@ -977,6 +977,8 @@ class ALWSObjective(Objective):
     """
 
     name = "alws"
+    #: the learner :meth:`prepare` builds (a subclass of :class:`ALWS` changes one piece of the step)
+    learner_class: type = ALWS
 
     def __init__(self, model: nn.Module, n_sleep: int = 1000, penalty: Callable[[nn.Module], torch.Tensor] | None = None, **options):
         self.model, self.penalty = model, penalty
@@ -986,7 +988,7 @@ class ALWSObjective(Objective):
     def prepare(self, data) -> torch.Tensor:
         info = check_model(self.model, data)
         data = check_data(data, info.x_shape, dtype=info.x_dtype).to(device=info.device)
-        self.learner = ALWS(self.model, n_sleep=self.n_sleep, **self.options)
+        self.learner = self.learner_class(self.model, n_sleep=self.n_sleep, **self.options)
         self.name = f"alws ({self.learner.backend}, N={self.n_sleep})"
         return data
 
