@@ -40,8 +40,8 @@ from alws.errors import ConfigError
 from alws.experiments import images
 from alws.learner import ALWS, ALWSObjective
 from alws.objective import TrainOptions
-from alws.training import StopTraining
 from alws.seeding import seeded
+from alws.training import StopTraining
 from common import parse_sets, write
 from fid_over_training import image_run
 
@@ -82,10 +82,14 @@ class ImportanceWeights(ALWS):
 
 
 class RecordedObjective(ALWSObjective):
+    """ALWS as :func:`alws.fit` trains it, with :class:`RecordedWeights`' record."""
+
     learner_class = RecordedWeights
 
 
 class ImportanceObjective(ALWSObjective):
+    """The oracle: ALWS's step with :class:`ImportanceWeights`."""
+
     learner_class = ImportanceWeights
 
 
