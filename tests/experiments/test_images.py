@@ -87,8 +87,12 @@ def test_binary_images_take_the_binary_selection_unless_it_is_set():
     assert (binary["weights"], binary["bandwidth_grid"], binary["ridge_grid"]) == ("bounded", (1.0,), (1e-3,))
     gaussian = alws_fit_options(Config(n_sleep=700), "gaussian")
     assert not {"bandwidth_grid", "ridge_grid", "weights"} & set(gaussian)  # the library's selection and weights
-    explicit = alws_fit_options(Config(bandwidth_grid=[0.5, 1.0], ridge_grid=[0.01], weights="krr"), "bernoulli")
+    explicit = alws_fit_options(Config(bandwidth_grid=[0.5, 1.0], ridge_grid=[0.01], weights="krr", regression="rff"), "bernoulli")
     assert (explicit["bandwidth_grid"], explicit["ridge_grid"], explicit["weights"]) == ((0.5, 1.0), (0.01,), "krr")
+    # the regression: exact up to 4096 sleep samples for binary images ("auto"), random features otherwise, unless set
+    assert (binary["regression"], gaussian["regression"], explicit["regression"]) == ("auto", "rff", "rff")
+    assert ALWS(ImageModel((1, 8, 8), latent_dim=3, likelihood="bernoulli", hidden=16), n_sleep=700, regression="auto").backend == "exact"
+    assert ALWS(ImageModel((1, 8, 8), latent_dim=3, likelihood="bernoulli", hidden=16), n_sleep=5000, regression="auto").backend == "rff"
     model = ImageModel((1, 8, 8), latent_dim=3, likelihood="bernoulli", hidden=16)
     learner = ALWS(model, **{k: v for k, v in binary.items() if k in ("n_sleep", "bandwidth_grid", "ridge_grid", "weights")})
     assert (learner.bandwidth_grid, learner.ridge_grid, learner.weight_mode) == ((1.0,), (1e-3,), "bounded")
@@ -156,6 +160,7 @@ def test_a_run_started_before_the_bounded_mean_resumes_with_the_model_it_had():
 
     options = alws_fit_options(older, "bernoulli")
     assert (options["weights"], options["bandwidth_grid"], options["ridge_grid"]) == ("krr", DEFAULT_BANDWIDTH_GRID, DEFAULT_RIDGE_GRID)
+    assert options["regression"] == "rff"  # and random features, as every image run had before binary images took "auto"
     recorded = config_of_run(module, {"dataset": "mnist", "gaussian_mean": "auto", "kernel_objective": "auto", "select_directions": 8},
                              "config.json")
     assert (recorded.gaussian_mean, recorded.kernel_objective, recorded.select_directions) == ("auto", "auto", 8)
