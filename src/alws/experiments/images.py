@@ -107,8 +107,8 @@ BINARY_SELECTION = {"weights": "bounded", "bandwidth_grid": (1.0,), "ridge_grid"
 #: random features beyond (a GPU's N = 5000). On binarised MNIST at N = 1000 the exact regression
 #: took 150-160 ms a step against 200 ms for 1000 random features, and ``alws-learned`` reached
 #: FID 1.93 / 1.59 in 60 s against 3.79 / 3.54 (seeds 0 / 1; docs/results.md, "Where the image FID
-#: levels off"). Gaussian images keep random features: on MNIST the exact regression was as good per
-#: step and a fifth cheaper, Fashion-MNIST was not measured.
+#: levels off"). Gaussian images keep random features: the exact regression was a fifth to a quarter
+#: cheaper there too, as good per step on MNIST but behind late on Fashion-MNIST (seed 1).
 REGRESSION_BY_LIKELIHOOD = {"bernoulli": "auto", "gaussian": "rff"}
 
 
