@@ -118,13 +118,12 @@ def alws_fit_options(config: Config, likelihood: str, features=None) -> dict:
     from the library's defaults otherwise, and an unset ``regression`` from
     :data:`REGRESSION_BY_LIKELIHOOD`."""
     options = {"n_features": config.n_features, **config.alws_options(features)}
-    for key, value in BINARY_SELECTION.items():
-        if options.get(key) is None:
+    defaults = {**(BINARY_SELECTION if likelihood == "bernoulli" else {}), "regression": REGRESSION_BY_LIKELIHOOD[likelihood]}
+    for key in (*BINARY_SELECTION, "regression"):
+        if options.get(key) is None:  # unset: this likelihood's default, or the library's
             options.pop(key, None)
-            if likelihood == "bernoulli":
-                options[key] = value
-    if options.get("regression") is None:
-        options["regression"] = REGRESSION_BY_LIKELIHOOD[likelihood]
+            if key in defaults:
+                options[key] = defaults[key]
     return options
 
 
