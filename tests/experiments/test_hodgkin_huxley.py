@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -45,6 +47,58 @@ def test_log_joint_follows_the_protocol_and_the_fast_path_hooks_agree():
     assert model.values()["g_Na"] == pytest.approx(40.0)
 
 
+def _two_step_log_marginal_by_quadrature(model, x):
+    """``log p(x_1, x_2)`` for one two-step trace ``x [2]``, integrating ``V_1`` on a fine grid:
+    ``p = int N(V_1; mu_1, s_p) N(x_1; V_1, s_o) N(x_2; mu_2(V_1), sqrt(s_p^2 + s_o^2)) dV_1``."""
+    from torch.distributions import Normal
+
+    s_p, s_o = model.value("sigma_process"), model.value("sigma_obs")
+    v0, m, h, g = model._gates0(1)
+    dv, m, h, g = model._drift(v0, m, h, g, 0)
+    mu_1 = v0 + dv
+    grid = torch.linspace(float(mu_1) - 12 * float(s_p), float(mu_1) + 12 * float(s_p), 20001, dtype=torch.float64)
+    dv2, *_ = model._drift(grid, m.expand_as(grid), h.expand_as(grid), g.expand_as(grid), 1)
+    log_density = (Normal(mu_1, s_p).log_prob(grid) + Normal(grid, s_o).log_prob(x[0])
+                   + Normal(grid + dv2, (s_p**2 + s_o**2).sqrt()).log_prob(x[1]))
+    return float(torch.logsumexp(log_density, 0) + torch.log(grid[1] - grid[0]))
+
+
+def test_particle_filter_log_marginal_is_exact_for_one_step_and_matches_quadrature_for_two():
+    from torch.distributions import Normal
+
+    with torch.no_grad():
+        one = hh.HodgkinHuxley(torch.tensor([10.0]), params={"sigma_process": 2.0, "sigma_obs": 1.5})
+        x1 = torch.tensor([[-65.0], [-72.0]], dtype=torch.float64)
+        v0, m, h, g = one._gates0(1)
+        mean = v0 + one._drift(v0, m, h, g, 0)[0]
+        exact = Normal(mean, (2.0**2 + 1.5**2) ** 0.5).log_prob(x1[:, 0])
+        assert torch.allclose(one.log_marginal(x1, particles=3), exact, atol=1e-10)
+
+        # two steps at a voltage where the drift is far from linear in V_1 (V_1 near threshold)
+        two = hh.HodgkinHuxley(torch.tensor([10.0, 10.0]), params={"sigma_process": 3.0, "sigma_obs": 0.5}, v0=-50.0)
+        x2 = torch.tensor([-44.0, -41.0], dtype=torch.float64)
+        reference = _two_step_log_marginal_by_quadrature(two, x2)
+        estimates = two.log_marginal(x2.expand(200, 2), particles=500, generator=torch.Generator().manual_seed(0))
+        # p(x) is estimated without bias: the log of the mean estimate matches, to its Monte Carlo error
+        assert float(torch.logsumexp(estimates, 0) - torch.log(torch.tensor(200.0))) == pytest.approx(reference, abs=0.01)
+
+
+def test_particle_filter_log_marginal_prefers_the_truth_and_refuses_mis_shaped_traces():
+    current = hh.step_current(200, 10.0, 0.5)
+    truth = hh.HodgkinHuxley(current)
+    torch.manual_seed(0)
+    _, data = truth.sample(3)
+    with torch.no_grad():
+        at_truth = truth.log_marginal(data, particles=200, generator=torch.Generator().manual_seed(1))
+        moved = hh.HodgkinHuxley(current, params={"g_K": 3.0}).log_marginal(data, particles=200, generator=torch.Generator().manual_seed(1))
+    assert at_truth.shape == (3,) and torch.isfinite(at_truth).all()
+    assert (at_truth > moved).all()
+    with pytest.raises(ValueError, match=r"\[n, 200\]"):
+        truth.log_marginal(data[:, :100])
+    with pytest.raises(ValueError, match="particles"):
+        truth.log_marginal(data, particles=0)
+
+
 def test_non_positive_time_step_is_refused():
     with pytest.raises(ConfigError, match="dt"):
         hh.HodgkinHuxley(torch.zeros(10), dt=0.0)
@@ -66,6 +120,10 @@ def test_smoke_preset_runs_and_lowers_the_observation_noise_toward_the_truth(tmp
     steps = [row["step"] for row in results["parameter_trajectory"]]
     assert steps == sorted(steps) and steps[-1] == 16 and 13 in steps
     assert results["parameter_trajectory"][-1]["sigma_obs"] == pytest.approx(results["learned_parameters"]["sigma_obs"])
+    # log p(data) by the particle filter: the data favour the truth over the deliberately wrong start
+    ll = results["log_likelihood"]
+    assert set(ll) == {"truth", "initial", "learned"} and all(math.isfinite(v) for v in ll.values())
+    assert ll["truth"] > max(ll["initial"], ll["learned"])
     # resumed from both stages' checkpoints (results removed): the same model, not a retrained one
     from alws.experiments.base import resume_experiment
 

@@ -73,6 +73,7 @@ class Config(TrainingConfig):
     refine_steps: int = setting(200, ge=0, about="steps of the second stage (0: none)")
     refine_with: dict = dataclasses.field(default_factory=lambda: dict(REFINE_WITH))
     n_simulations: int = setting(20, ge=1)
+    likelihood_particles: int = setting(1000, ge=0, about="particles of the filter that estimates log p(data) at the truth, the start and the end (0: skip)")
     record_every: int = setting(5, ge=1)
     # the kernel-learning schedule the measurements in docs/results.md ran with
     kernel_every: int = 1
@@ -99,7 +100,8 @@ class Config(TrainingConfig):
         return config
 
 
-PRESETS = {"smoke": {"n_steps": 300, "n_traces": 4, "steps": 12, "refine_steps": 4, "refine_with": {**REFINE_WITH, "n_sleep": 60}, "n_sleep": 60, "n_simulations": 4, "record_every": 2, "bin_steps": 10}}
+PRESETS = {"smoke": {"n_steps": 300, "n_traces": 4, "steps": 12, "refine_steps": 4, "refine_with": {**REFINE_WITH, "n_sleep": 60}, "n_sleep": 60, "n_simulations": 4, "record_every": 2, "bin_steps": 10,
+                     "likelihood_particles": 100}}
 
 
 class BinnedTrace:
@@ -189,6 +191,23 @@ def kernel_features(config: Config):
     return own[config.features]() if config.features in own else None
 
 
+def data_log_likelihoods(current: torch.Tensor, config: Config, data: torch.Tensor, points: dict) -> dict:
+    """``log p(data)`` (nats, summed over the traces) at each named parameter dict of ``points``,
+    by :meth:`HodgkinHuxley.log_marginal` with ``config.likelihood_particles`` particles and one
+    seeded random stream per point; ``{}`` when that is 0. The maximum-likelihood estimate is at
+    least as likely as the truth, so ``truth - learned`` bounds from below how far a run ended
+    from it."""
+    if not config.likelihood_particles:
+        return {}
+    out = {}
+    with torch.no_grad():
+        for name, values in points.items():
+            generator = torch.Generator(device=data.device).manual_seed(config.seed)
+            model = HodgkinHuxley(current, config.dt, params=values).to(data.device)
+            out[name] = float(model.log_marginal(data, config.likelihood_particles, generator).sum())
+    return out
+
+
 def run(config: Config, ctx) -> dict:
     current = step_current(config.n_steps, config.current, config.current_noise, seed=config.seed)
     truth = HodgkinHuxley(current, config.dt).to(config.device)
@@ -214,6 +233,7 @@ def run(config: Config, ctx) -> dict:
     learned = model.values()
     with seeded(config.seed + 1), torch.no_grad():
         after = model.simulate(config.n_simulations)
+    likelihoods = data_log_likelihoods(current, config, data, {"truth": TRUTH, "initial": initial, "learned": learned})
     results = {
         "train_seconds": seconds,
         "true_parameters": dict(TRUTH),
@@ -222,6 +242,7 @@ def run(config: Config, ctx) -> dict:
         "relative_error": {"initial": relative_errors(initial), "learned": relative_errors(learned)},
         "spikes": {"data": spike_summary(voltage, config.dt), "learned": spike_summary(after, config.dt), "initial": spike_summary(before, config.dt)},
         "parameter_trajectory": trajectory,
+        **({"log_likelihood": likelihoods} if likelihoods else {}),
         "stages": {"steps": config.steps, "refine_steps": config.refine_steps, "refine_with": config.refine_with if config.refine_steps else {}},
     }
     figures(config, data, after, trajectory, ctx)
@@ -235,6 +256,10 @@ def report(results: dict) -> str:
         e0, e1 = results["relative_error"]["initial"][k], results["relative_error"]["learned"][k]
         lines.append(f"{k:<14} {results['true_parameters'][k]:>9.4g} {results['initial_parameters'][k]:>9.4g} {results['learned_parameters'][k]:>9.4g} {e1:>8.3f} ({e0:.3f})")
     number = lambda v: "-" if v is None else f"{v:.3g}"  # noqa: E731
+    if "log_likelihood" in results:
+        ll = results["log_likelihood"]
+        lines.append(f"log p(data), particle filter (nats): truth {ll['truth']:.1f}, initial {ll['initial']:.1f}, "
+                     f"learned {ll['learned']:.1f} ({ll['truth'] - ll['learned']:.1f} below the truth)")
     for who in ("data", "learned", "initial"):
         s = results["spikes"][who]
         lines.append(f"spikes {who:<8}: count {number(s['spike_count'])}, first spike {number(s['first_spike_ms'])} ms, "

@@ -146,6 +146,43 @@ class HodgkinHuxley(LatentVariableModel):
     def likelihood(self, v: torch.Tensor) -> D.Distribution:
         return D.Normal(v, self.value("sigma_obs"))
 
+    def log_marginal(self, x: torch.Tensor, particles: int = 1000, generator: torch.Generator | None = None) -> torch.Tensor:
+        """``log p(x)`` per trace, ``[n]``, by a fully adapted particle filter with ``particles``
+        particles per trace (an unbiased estimate of ``p(x)``; exact for a one-step trace).
+
+        The transition of ``V`` is Gaussian given the previous state and the observation is
+        Gaussian, so each step's predictive density ``x_t | V_{t-1} ~ N(mean_t, sigma_process^2 +
+        sigma_obs^2)`` and the conditional ``V_t | V_{t-1}, x_t`` are exact: particles are
+        resampled by the former, then moved by the latter. Differentiable in the parameters through
+        the moved particles (not through the resampling: a biased gradient, fine for a search, not
+        for an estimate). ``x [n, T]`` in mV."""
+        x = torch.as_tensor(x, dtype=torch.float64, device=self.current.device)
+        if x.ndim != 2 or x.shape[1] != self.current.shape[0]:
+            raise ValueError(f"x must be [n, {self.current.shape[0]}] traces, got {tuple(x.shape)}")
+        if particles < 1:
+            raise ValueError(f"particles must be >= 1, got {particles}")
+        n = x.shape[0]
+        s_p2, s_o2 = self.value("sigma_process") ** 2, self.value("sigma_obs") ** 2
+        predictive_var = s_p2 + s_o2
+        gain = s_p2 / predictive_var  # weight of the observation in V_t's conditional mean
+        conditional_sd = (s_p2 * s_o2 / predictive_var).sqrt()
+        v, m, h, g = (s.repeat(particles) for s in self._gates0(n))  # particle k of trace i at k * n + i
+        total = torch.zeros(n, dtype=torch.float64, device=x.device)
+        rows = torch.arange(n, device=x.device)
+        for t in range(x.shape[1]):
+            dv, m, h, g = self._drift(v, m, h, g, t)
+            mean = v + dv
+            xt = x[:, t].repeat(particles)
+            log_w = (-0.5 * (xt - mean) ** 2 / predictive_var - 0.5 * torch.log(2 * math.pi * predictive_var)).reshape(particles, n)
+            total = total + torch.logsumexp(log_w, 0) - math.log(particles)
+            with torch.no_grad():
+                pick = torch.multinomial(torch.softmax(log_w, 0).T, particles, replacement=True, generator=generator)  # [n, particles]
+                index = (pick.T * n + rows).reshape(-1)
+            mean, m, h, g, xt = mean[index], m[index], h[index], g[index], xt[index]
+            noise = torch.randn(mean.shape, dtype=mean.dtype, device=mean.device, generator=generator)
+            v = mean + gain * (xt - mean) + conditional_sd * noise
+        return total
+
 
 def spike_times(trace: torch.Tensor, dt: float, threshold: float = 0.0) -> list:
     """Upward crossings of ``threshold`` mV in a trace ``[T]``, in ms."""
