@@ -175,3 +175,18 @@ def test_the_jitter_a_factorisation_needed_is_recorded(model):
     assert ExactKRR(GaussianKernel()).fit(repeated, 1.0, 1e-2).jitter == 0
     history = alws.fit(model, torch.randn(40, 3), steps=1, n_sleep=50, progress=False)
     assert history[0]["jitter"] == 0
+
+
+def test_an_unknown_option_is_refused_before_training_with_the_closest_valid_name(model):
+    from alws.errors import ConfigError
+
+    data = torch.randn(10, 3)
+    with pytest.raises(ConfigError, match=r"unknown option\(s\) ridg \(did you mean ridge\?\)"):
+        alws.fit(model, data, steps=1, progress=False, ridg=0.1)
+    with pytest.raises(ConfigError, match=r"device.*model\.to\(device\)"):
+        alws.fit(model, data, steps=1, progress=False, device="cpu")
+    with pytest.raises(ConfigError, match=r"unknown option\(s\) kernal \(did you mean kernel\?\)"):
+        alws.gradient(model, data, kernal="gaussian")
+    assert model.weight.grad is None  # refused before any step
+    # a valid learner option still passes through
+    assert len(alws.fit(model, data, steps=1, progress=False, n_sleep=20, ridge=0.1)) == 1

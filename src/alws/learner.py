@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import difflib
+import inspect
 import math
 import time
 import warnings
@@ -958,6 +960,7 @@ def gradient(
     check_choice("reduce", reduce, ["mean", "none"])
     info = check_model(model, x)
     x = check_data(x, info.x_shape, dtype=info.x_dtype).to(device=info.device)
+    check_learner_options(ALWS, options)
     learner = ALWS(model, n_sleep=n_sleep, regression=regression, **options)
     named = trainable_parameters(model)
     with seeded(seed):
@@ -981,6 +984,7 @@ class ALWSObjective(Objective):
     learner_class: type = ALWS
 
     def __init__(self, model: nn.Module, n_sleep: int = 1000, penalty: Callable[[nn.Module], torch.Tensor] | None = None, **options):
+        check_learner_options(self.learner_class, options)
         self.model, self.penalty = model, penalty
         self.n_sleep, self.options = n_sleep, options
         self.learner: ALWS | None = None
@@ -1012,6 +1016,23 @@ class ALWSObjective(Objective):
             loss = loss + extra
         record["grad_norm"] = guarded_step(loss, self.optimizer, self.clip_grad_norm)
         return record
+
+
+def check_learner_options(learner_class: type, options: dict) -> None:
+    """Refuse keywords that ``learner_class`` does not take, naming them and the valid ones (a
+    typo would otherwise surface as a ``TypeError`` only when training starts)."""
+    parameters = inspect.signature(learner_class.__init__).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return  # a learner that takes any keyword checks its own
+    valid = sorted(name for name, p in parameters.items() if name not in ("self", "model", "n_sleep")
+                   and p.kind in (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD))
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        close = {name: difflib.get_close_matches(name, valid + [f.name for f in dataclasses.fields(TrainOptions)], n=1) for name in unknown}
+        hint = "".join(f" (did you mean {match[0]}?)" for name, match in close.items() if match)
+        hint += " (the model's device is used: move the model with model.to(device))" if "device" in unknown else ""
+        raise ConfigError(f"unknown option(s) {', '.join(unknown)}{hint}; training options: "
+                          f"{', '.join(f.name for f in dataclasses.fields(TrainOptions))}; ALWS options: n_sleep, penalty, {', '.join(valid)}")
 
 
 def fit(model: nn.Module | Objective, data, options: TrainOptions | None = None, **keywords) -> History:
