@@ -45,10 +45,9 @@ def experiment_data(config: hh.Config) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def log_likelihood(current, dt, data, values: dict, particles: int, repeats: int) -> dict:
-    """Mean and standard deviation over ``repeats`` particle filters of ``sum_i log p(x_i)`` (nats)."""
-    model = HodgkinHuxley(current, dt, params=values)
-    with torch.no_grad():
-        draws = [float(model.log_marginal(data, particles, torch.Generator().manual_seed(r)).sum()) for r in range(repeats)]
+    """Mean and standard deviation over ``repeats`` particle filters (seeds ``0..repeats-1``) of
+    ``sum_i log p(x_i)`` (nats; :func:`alws.experiments.hodgkin_huxley.data_log_likelihood`)."""
+    draws = [hh.data_log_likelihood(current, dt, data, values, particles, seed=r) for r in range(repeats)]
     return {"mean": statistics.fmean(draws), "sd": statistics.stdev(draws) if repeats > 1 else None}
 
 

@@ -191,21 +191,15 @@ def kernel_features(config: Config):
     return own[config.features]() if config.features in own else None
 
 
-def data_log_likelihoods(current: torch.Tensor, config: Config, data: torch.Tensor, points: dict) -> dict:
-    """``log p(data)`` (nats, summed over the traces) at each named parameter dict of ``points``,
-    by :meth:`HodgkinHuxley.log_marginal` with ``config.likelihood_particles`` particles and one
-    seeded random stream per point; ``{}`` when that is 0. The maximum-likelihood estimate is at
-    least as likely as the truth, so ``truth - learned`` bounds from below how far a run ended
-    from it."""
-    if not config.likelihood_particles:
-        return {}
-    out = {}
+def data_log_likelihood(current: torch.Tensor, dt: float, data: torch.Tensor, values: dict, particles: int, seed: int = 0) -> float:
+    """``log p(data)`` (nats, summed over the traces ``[n, T]``) at the parameter dict ``values``,
+    by one :meth:`HodgkinHuxley.log_marginal` filter of ``particles`` particles seeded with
+    ``seed``. The maximum-likelihood estimate is at least as likely as the truth, so the truth's
+    value minus a run's bounds from below how far the run ended from it."""
     with torch.no_grad():
-        for name, values in points.items():
-            generator = torch.Generator(device=data.device).manual_seed(config.seed)
-            model = HodgkinHuxley(current, config.dt, params=values).to(data.device)
-            out[name] = float(model.log_marginal(data, config.likelihood_particles, generator).sum())
-    return out
+        generator = torch.Generator(device=data.device).manual_seed(seed)
+        model = HodgkinHuxley(current, dt, params=values).to(data.device)
+        return float(model.log_marginal(data, particles, generator).sum())
 
 
 def run(config: Config, ctx) -> dict:
@@ -233,7 +227,8 @@ def run(config: Config, ctx) -> dict:
     learned = model.values()
     with seeded(config.seed + 1), torch.no_grad():
         after = model.simulate(config.n_simulations)
-    likelihoods = data_log_likelihoods(current, config, data, {"truth": TRUTH, "initial": initial, "learned": learned})
+    likelihoods = {name: data_log_likelihood(current, config.dt, data, values, config.likelihood_particles, config.seed)
+                   for name, values in {"truth": TRUTH, "initial": initial, "learned": learned}.items()} if config.likelihood_particles else {}
     results = {
         "train_seconds": seconds,
         "true_parameters": dict(TRUTH),
