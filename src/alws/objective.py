@@ -24,6 +24,7 @@ from torch import nn
 
 from .averaging import ParameterAverage
 from .errors import ConfigError
+from .schedules import check_lr_schedule, make_lr_scheduler
 from .training import History, Trainer, fingerprint, make_optimizer, with_time_budget
 from .validation import check_data, check_int, check_positive
 
@@ -51,6 +52,12 @@ class TrainOptions:
             trained parameters end at the mean of their iterates from this step (1-based,
             inclusive) to the last, rather than at the last iterate; the optimiser's path is
             unchanged. ``None`` (default): the last iterate.
+        lr_schedule, lr_end_factor: the learning rate over the run (:mod:`alws.schedules`):
+            ``"constant"`` (default), ``"cosine"`` or ``"linear"`` from ``lr`` at the first step to
+            ``lr * lr_end_factor`` (default 0.01) at step ``steps``, for every optimiser of the
+            method; each step's record has its ``lr``. The horizon is ``steps``, so a run stopped
+            early by ``max_seconds`` ends before the rate has decayed, and a scheduled run resumes
+            only with the same ``steps``.
     """
 
     steps: int = 1000
@@ -66,6 +73,8 @@ class TrainOptions:
     clip_grad_norm: float | None = None
     max_seconds: float | None = None
     average_from: int | None = None
+    lr_schedule: str = "constant"
+    lr_end_factor: float = 0.01
 
     def __post_init__(self):
         check_int("steps", self.steps, 1)
@@ -81,6 +90,7 @@ class TrainOptions:
             if self.average_from > self.steps:
                 raise ConfigError(f"average_from={self.average_from} is after the last step ({self.steps}): no step would be averaged; "
                                   f"choose a step <= steps (e.g. {self.steps // 2 + 1} for the second half), or None")
+        check_lr_schedule(self.lr_schedule, self.lr_end_factor)
 
     @classmethod
     def split(cls, options: "TrainOptions | None", keywords: dict) -> tuple["TrainOptions", dict]:
@@ -103,6 +113,8 @@ class TrainOptions:
         described = {"batch_size": self.batch_size, "lr": self.lr, "optimizer": optimizer, "seed": self.seed, "clip_grad_norm": self.clip_grad_norm}
         if self.average_from is not None:  # only when set: checkpoints from before the option still resume
             described["average_from"] = self.average_from
+        if self.lr_schedule != "constant":  # likewise; the schedule's horizon is the run's length
+            described["lr_schedule"] = {"kind": self.lr_schedule, "end_factor": self.lr_end_factor, "steps": self.steps}
         return described
 
 
@@ -150,6 +162,18 @@ class Objective:
         raise NotImplementedError
 
 
+def _step_schedules(schedulers: Mapping[str, torch.optim.lr_scheduler.LRScheduler]) -> Callable:
+    """A training callback that records the learning rate the step used (``lr``; ``lr_NAME`` for
+    each optimiser when there are several) and then advances every schedule by one step."""
+
+    def callback(step: int, record: dict) -> None:
+        for name, scheduler in schedulers.items():
+            record["lr" if len(schedulers) == 1 else f"lr_{name}"] = float(scheduler.get_last_lr()[0])
+            scheduler.step()
+
+    return callback
+
+
 def train(objective: Objective, data, options: TrainOptions | None = None, started: float | None = None) -> History:
     """Train ``objective`` on ``data`` with ``options`` on the shared loop; returns its history.
 
@@ -169,6 +193,12 @@ def train(objective: Objective, data, options: TrainOptions | None = None, start
         average = ParameterAverage(objective.parameters(), options.average_from)
         stateful["parameter_average"] = average
         callbacks.insert(0, average)  # first: the other callbacks see averaged_steps in the record
+    schedulers = {name: make_lr_scheduler(optimizer, options.lr_schedule, options.steps, options.lr_end_factor)
+                  for name, optimizer in optimizers.items()}
+    schedulers = {name: scheduler for name, scheduler in schedulers.items() if scheduler is not None}
+    if schedulers:
+        stateful.update({f"lr_schedule:{name}": scheduler for name, scheduler in schedulers.items()})
+        callbacks.insert(0, _step_schedules(schedulers))
     trainer = Trainer(
         modules=modules,
         optimizers=optimizers,

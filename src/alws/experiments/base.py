@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..errors import ConfigError
+from ..schedules import LR_SCHEDULES
 from ..training import TENSORBOARD_DIR, atomic_write_text, seed_everything
 from .registry import EXPERIMENTS
 
@@ -228,7 +229,9 @@ class TrainingConfig(KernelConfig):
     fraction of the last steps over whose iterates the parameters are averaged at the end
     (Polyak-Ruppert, ``TrainOptions.average_from``; 0: the last iterate), counted from ``steps``
     (a run stopped earlier by a time budget averages only the steps inside that window; before
-    it, it keeps the last iterate and warns)."""
+    it, it keeps the last iterate and warns). ``lr_schedule`` and ``lr_end_factor``: the learning
+    rate over the run (``TrainOptions.lr_schedule``: ``"constant"``, ``"cosine"`` or ``"linear"``
+    down to ``lr * lr_end_factor`` at the last step)."""
 
     steps: int = setting(200, ge=1)
     batch_size: int = setting(100, ge=1)
@@ -237,6 +240,8 @@ class TrainingConfig(KernelConfig):
     regression: str = setting("exact", choices=_regression_choices)
     exponential_family: bool | str = setting("auto", choices=(True, False, "auto", "per-parameter"))
     average: float = setting(0.0, ge=0, le=1)
+    lr_schedule: str = setting("constant", choices=LR_SCHEDULES)
+    lr_end_factor: float = setting(0.01, ge=0, le=1)
 
     def __post_init__(self):
         super().__post_init__()
@@ -413,13 +418,13 @@ class RunContext:
     def train_options(self, name: str, config: ExperimentConfig, **options):
         """The :class:`alws.TrainOptions` of training run ``name``: checkpointed under
         ``checkpoints/NAME.pt`` (resumed when that file exists) every tenth of the steps, with the
-        run's progress display and seed; ``steps``, ``batch_size`` and ``lr`` from ``config`` when
+        run's progress display and seed; ``steps``, ``batch_size``, ``lr`` and its schedule from ``config`` when
         it has them; ``options`` (any field of ``TrainOptions``) override. A config's ``average``
         (a fraction of the steps) becomes ``average_from``, the first averaged step."""
         from ..objective import TrainOptions
 
         checkpoint = self.checkpoint(name)
-        values = {key: getattr(config, key) for key in ("steps", "batch_size", "lr") if hasattr(config, key)}
+        values = {key: getattr(config, key) for key in ("steps", "batch_size", "lr", "lr_schedule", "lr_end_factor") if hasattr(config, key)}
         values = {**values, "seed": config.seed, "checkpoint": checkpoint, "resume": checkpoint.exists(),
                   "progress": self.show_progress, **options}
         values.setdefault("checkpoint_every", max(1, values.get("steps", 1000) // 10))

@@ -180,7 +180,7 @@ def run(config: Config, ctx) -> dict:
         if method == "alws":
             history = fit(model, train_images, ctx.train_options(method, config, callbacks=callbacks), **config.alws_options())
         else:
-            options = ctx.train_options(method, config, steps=100 * config.steps, lr=config.vae_lr, callbacks=callbacks,
+            options = ctx.train_options(method, config, steps=100 * config.steps, lr=config.vae_lr, lr_schedule="constant", callbacks=callbacks,
                                         checkpoint_every=max(1, config.steps // 10),
                                         max_seconds=results["methods"]["alws"]["train_seconds"])
             history = baselines.fit("vae", model, train_images, options)

@@ -27,10 +27,10 @@ __all__ = ["HodgkinHuxley", "Config", "run"]
 #: twice the sleep samples, for the weak pull on ``sigma_process`` and ``g_l`` near the truth.
 REFINE_WITH = {"exponential_family": "per-parameter", "features": "learned+roughness", "kernel": "gaussian+linear", "n_sleep": 400}
 #: The keys ``refine_with`` may change: the kernel's (every key :class:`KernelConfig` adds), the
-#: regression's, the learning rate and the averaging of the iterates; not the data, the budget or
+#: regression's, the learning rate and its schedule, the averaging of the iterates; not the data, the budget or
 #: the seed.
 REFINABLE = (*(f.name for f in dataclasses.fields(KernelConfig) if f.name not in {g.name for g in dataclasses.fields(ExperimentConfig)}),
-             "n_sleep", "regression", "exponential_family", "lr", "average", "roughness_weight", "bin_steps")
+             "n_sleep", "regression", "exponential_family", "lr", "lr_schedule", "lr_end_factor", "average", "roughness_weight", "bin_steps")
 
 NAME = "hodgkin-huxley"
 DESCRIPTION = "Experiment V.1: noisy Hodgkin-Huxley neuron, parameters learned from simulated voltage traces"

@@ -176,7 +176,7 @@ def run(config: Config, ctx) -> dict:
                           **config.alws_options())
         else:
             budget = config.max_seconds if config.max_seconds is not None else results["methods"]["alws"]["train_seconds"]
-            options = ctx.train_options(method, config, steps=100 * config.steps, lr=config.vae_lr, callbacks=callbacks,
+            options = ctx.train_options(method, config, steps=100 * config.steps, lr=config.vae_lr, lr_schedule="constant", callbacks=callbacks,
                                         checkpoint_every=max(1, config.steps // 10), max_seconds=budget)
             history = baselines.fit("vae", model, data, options, encoder_family="laplace")
         seconds = time.perf_counter() - start[0]

@@ -141,7 +141,7 @@ def _train_method(method: str, config: Config, train: torch.Tensor, likelihood: 
     shape = tuple(train.shape[1:])
     model = build_model(config, train, likelihood)
     options = ctx.train_options(method, config, checkpoint_every=200, max_seconds=config.seconds_per_method,
-                                **({"lr": config.alws_lr} if method.startswith("alws") else {}))
+                                **({"lr": config.alws_lr} if method.startswith("alws") else {"lr_schedule": "constant"}))
     start = time.perf_counter()
     if method.startswith("alws"):
         features = RandomProjection(shape, config.projection_dim, seed=config.seed) if method == "alws-projection" else None

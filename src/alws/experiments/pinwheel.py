@@ -259,7 +259,7 @@ def run(config: Config, ctx) -> dict:
         model_fn, guide_fn = pyro_pair(model, guide)
         penalty = parameter_prior(model, train.shape[0], prior)
         start = time.perf_counter()
-        options = ctx.train_options("sf-vae", config, steps=100 * config.steps, lr=config.vae_lr, callbacks=[recorder(model, start)],
+        options = ctx.train_options("sf-vae", config, steps=100 * config.steps, lr=config.vae_lr, lr_schedule="constant", callbacks=[recorder(model, start)],
                                     checkpoint_every=max(1, config.steps // 10), max_seconds=results["methods"]["alws"]["train_seconds"])
         history = baselines.fit_pyro("sf-vae", model_fn, guide_fn, {"model": model, "guide": guide}, train, options, penalty=penalty)
         return evaluate(model, time.perf_counter() - start, history)
