@@ -118,3 +118,23 @@ def test_an_experiment_config_carries_the_schedule_to_its_alws_run(tmp_path):
     assert (options.lr_schedule, options.lr_end_factor, options.steps) == ("cosine", 0.05, 200)
     with pytest.raises(alws.ConfigError, match="lr_schedule"):
         TrainingConfig(lr_schedule="step").validate()
+
+
+def test_the_rate_is_a_function_of_the_step_even_from_a_schedule_left_behind():
+    """A state saved between a step and its bookkeeping (an interrupt) holds a schedule one step
+    behind; the step brings it up to date before it runs, so the rate still matches the step."""
+    from alws.objective import _scheduled
+    from alws.schedules import make_lr_scheduler
+
+    parameter = torch.nn.Parameter(torch.zeros(()))
+    optimizer = torch.optim.SGD([parameter], lr=1.0)
+    scheduler = make_lr_scheduler(optimizer, "linear", 11, 0.0)
+
+    def step(batch, index):
+        optimizer.step()
+        return {}
+
+    scheduled = _scheduled(step, {"optimizer": scheduler})
+    assert scheduled(None, 1)["lr"] == pytest.approx(1.0)
+    assert scheduled(None, 5)["lr"] == pytest.approx(0.6)  # steps 2-4 skipped: caught up
+    assert scheduled(None, 11)["lr"] == pytest.approx(0.0)

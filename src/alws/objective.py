@@ -162,16 +162,22 @@ class Objective:
         raise NotImplementedError
 
 
-def _step_schedules(schedulers: Mapping[str, torch.optim.lr_scheduler.LRScheduler]) -> Callable:
-    """A training callback that records the learning rate the step used (``lr``; ``lr_NAME`` for
-    each optimiser when there are several) and then advances every schedule by one step."""
+def _scheduled(step: Callable[[torch.Tensor, int], dict], schedulers: Mapping[str, torch.optim.lr_scheduler.LRScheduler]) -> Callable:
+    """``step`` with every schedule brought to step ``index`` first (1-based: ``index - 1`` schedule
+    steps taken), so the rate is a function of the step alone, also after a resume from a state saved
+    at any point; the record gets the rate the step used (``lr``; ``lr_NAME`` per optimiser when there
+    are several)."""
 
-    def callback(step: int, record: dict) -> None:
+    def scheduled(batch: torch.Tensor, index: int) -> dict:
+        for scheduler in schedulers.values():
+            while scheduler.last_epoch < index - 1:
+                scheduler.step()
+        record = step(batch, index)
         for name, scheduler in schedulers.items():
             record["lr" if len(schedulers) == 1 else f"lr_{name}"] = float(scheduler.get_last_lr()[0])
-            scheduler.step()
+        return record
 
-    return callback
+    return scheduled
 
 
 def train(objective: Objective, data, options: TrainOptions | None = None, started: float | None = None) -> History:
@@ -198,7 +204,6 @@ def train(objective: Objective, data, options: TrainOptions | None = None, start
     schedulers = {name: scheduler for name, scheduler in schedulers.items() if scheduler is not None}
     if schedulers:
         stateful.update({f"lr_schedule:{name}": scheduler for name, scheduler in schedulers.items()})
-        callbacks.insert(0, _step_schedules(schedulers))
     trainer = Trainer(
         modules=modules,
         optimizers=optimizers,
@@ -214,7 +219,8 @@ def train(objective: Objective, data, options: TrainOptions | None = None, start
         progress=options.progress,
         description=objective.name,
     )
-    history = trainer.run(lambda batch, index: objective.step(batch, trainer), options.steps)
+    step = lambda batch, index: objective.step(batch, trainer)  # noqa: E731
+    history = trainer.run(_scheduled(step, schedulers) if schedulers else step, options.steps)
     if average is not None and not average.apply():  # the checkpoint keeps the last iterate and the mean
         warnings.warn(f"average_from={options.average_from} was not reached: training stopped at step {trainer.step} "
                       f"(a time budget or a callback), so the parameters are the last iterate, not an average", stacklevel=2)
