@@ -3,29 +3,13 @@ import torch
 
 import alws
 from alws.errors import CheckpointError
-from alws.models import LinearGaussian
+
+from conftest import short_fit
 
 
-def problem():
-    torch.manual_seed(1)
-    model = LinearGaussian(3, 1)
-    torch.manual_seed(2)
-    return model, torch.randn(200, 3)
-
-
-def train(tmp_path=None, steps=12, average_from=None, resume=False, interrupt_at=None, seed=3, n_sleep=100, callbacks=(), **options):
-    """``(model, iterates)``: the trained model and its parameters after every step."""
-    model, data = problem()
-    iterates = []
-
-    def keep(step, record):
-        iterates.append([p.detach().clone() for p in model.parameters()])
-        if step == interrupt_at:
-            raise KeyboardInterrupt
-
-    checkpoint = None if tmp_path is None else tmp_path / "ckpt.pt"
-    alws.fit(model, data, steps=steps, batch_size=32, n_sleep=n_sleep, lr=0.05, seed=seed, progress=False, average_from=average_from,
-             checkpoint=checkpoint, checkpoint_every=4, resume=resume, callbacks=[keep, *callbacks], **options)
+def train(tmp_path=None, average_from=None, **options):
+    """``(model, iterates)`` of :func:`conftest.short_fit` with ``average_from``."""
+    model, _, iterates = short_fit(tmp_path, average_from=average_from, **options)
     return model, iterates
 
 

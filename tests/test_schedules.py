@@ -5,31 +5,12 @@ import torch
 
 import alws
 from alws.errors import CheckpointError
-from alws.models import LinearGaussian
 from alws.schedules import lr_factor
 
-
-def problem():
-    torch.manual_seed(1)
-    model = LinearGaussian(3, 1)
-    torch.manual_seed(2)
-    return model, torch.randn(200, 3)
+from conftest import short_fit, short_fit_problem
 
 
-def train(tmp_path=None, steps=12, resume=False, interrupt_at=None, seed=3, n_sleep=100, **options):
-    """``(model, history, iterates)`` of a short ALWS run."""
-    model, data = problem()
-    iterates = []
-
-    def keep(step, record):
-        iterates.append([p.detach().clone() for p in model.parameters()])
-        if step == interrupt_at:
-            raise KeyboardInterrupt
-
-    checkpoint = None if tmp_path is None else tmp_path / "ckpt.pt"
-    history = alws.fit(model, data, steps=steps, batch_size=32, n_sleep=n_sleep, lr=0.05, seed=seed, progress=False,
-                       checkpoint=checkpoint, checkpoint_every=4, resume=resume, callbacks=[keep], **options)
-    return model, history, iterates
+train = short_fit
 
 
 @pytest.mark.parametrize("kind", ["cosine", "linear"])
@@ -45,7 +26,7 @@ def test_the_rate_runs_from_lr_to_its_end_factor_and_falls_monotonically(kind):
 
 def test_the_optimiser_takes_the_scheduled_rate():
     """Plain SGD's update is ``lr * gradient``: the step sizes follow the schedule, not the constant."""
-    model, data = problem()
+    model, data = short_fit_problem()
     rates, moves, before = [], [], [p.detach().clone() for p in model.parameters()]
 
     def watch(step, record):
@@ -99,7 +80,7 @@ def test_every_optimiser_of_a_baseline_is_scheduled():
     """WGAN-GP has two optimisers (generator and critic): each is scheduled and recorded."""
     from alws import baselines
 
-    model, data = problem()
+    model, data = short_fit_problem()
     history = baselines.fit("wgan-gp", model, data, steps=5, batch_size=32, lr=0.01, seed=0, progress=False,
                             lr_schedule="linear", lr_end_factor=0.5)
     assert history[0]["lr_generator"] == pytest.approx(0.01) and history[0]["lr_critic"] == pytest.approx(0.01)
