@@ -33,28 +33,32 @@ import torch
 from alws.experiments import hodgkin_huxley as hh
 from alws.experiments.base import config_of_run
 from alws.learner import ALWS
-from alws.models.hodgkin_huxley import LOG_SCALE, PARAMETERS, VOLT_UNIT, HodgkinHuxley
+from alws.models.hodgkin_huxley import PARAMETERS, HodgkinHuxley
 from alws.seeding import seeded
 from common import write
 from hh_likelihood import experiment_data
 
 
-def moved(values: dict, name: str, delta: float) -> dict:
-    """``values`` with parameter ``name`` moved by ``delta`` in the model's units."""
-    value = values[name]
-    return {**values, name: value * math.exp(delta) if name in LOG_SCALE else value + delta * VOLT_UNIT}
+def natural_name(parameter: str) -> str:
+    """``"log_g_Na" -> "g_Na"``: the name in :data:`PARAMETERS` of one of the model's parameter tensors."""
+    return parameter.removeprefix("log_")
 
 
-def likelihood_gradient(current, dt, data, values: dict, h: float, particles: int, repeats: int) -> dict:
-    """Per parameter: the mean over ``repeats`` filter seeds of the central difference, and its spread."""
+def likelihood_gradient(model: HodgkinHuxley, data, h: float, particles: int, repeats: int) -> dict:
+    """Per parameter: the mean over ``repeats`` filter seeds of the central difference of
+    ``log p(data)`` when the model's parameter tensor moves by ``+-h``, and its spread."""
     out = {}
-    for name in PARAMETERS:
+    for parameter_name, parameter in model.named_parameters():
         diffs = []
         for seed in range(repeats):
-            up = hh.data_log_likelihood(current, dt, data, moved(values, name, h), particles, seed)
-            down = hh.data_log_likelihood(current, dt, data, moved(values, name, -h), particles, seed)
-            diffs.append((up - down) / (2 * h))
-        out[name] = {"mean": statistics.fmean(diffs), "sd": statistics.stdev(diffs) if repeats > 1 else None}
+            ends = []
+            for delta in (h, -h):
+                with torch.no_grad():
+                    parameter += delta
+                    ends.append(hh.data_log_likelihood(model.current, model.dt, data, model.values(), particles, seed))
+                    parameter -= delta
+            diffs.append((ends[0] - ends[1]) / (2 * h))
+        out[natural_name(parameter_name)] = {"mean": statistics.fmean(diffs), "sd": statistics.stdev(diffs) if repeats > 1 else None}
     return out
 
 
@@ -78,8 +82,9 @@ def alws_gradients(model: HodgkinHuxley, data: torch.Tensor, options: dict, warm
     draws = []
     for _ in range(repeats):
         loss, _ = learner.loss(data)
-        grads = torch.autograd.grad(loss, [getattr(model, f"log_{n}" if n in LOG_SCALE else n) for n in PARAMETERS])
-        draws.append({n: -float(g) * data.shape[0] for n, g in zip(PARAMETERS, grads)})  # the loss is minus the batch mean
+        names, parameters = zip(*model.named_parameters())
+        grads = torch.autograd.grad(loss, parameters)
+        draws.append({natural_name(n): -float(g) * data.shape[0] for n, g in zip(names, grads)})  # the loss is minus the batch mean
     return draws
 
 
@@ -104,9 +109,9 @@ def main() -> None:
     values = {name: rows[step][name] for name in PARAMETERS}
     current, data = experiment_data(config)
     started = time.perf_counter()
-    reference = likelihood_gradient(current, config.dt, data, values, args.h, args.particles, args.fd_repeats)
-    stage = config.refined() if args.stage == 2 else config
     model = HodgkinHuxley(current, config.dt, params=values)
+    reference = likelihood_gradient(model, data, args.h, args.particles, args.fd_repeats)
+    stage = config.refined() if args.stage == 2 else config
     typical = typicality(model, data, args.particles)
     print(f"log p per trace (nats): data {typical['data_mean']:.1f}, the model's own traces {typical['simulated_mean']:.1f} "
           f"(spread {typical['simulated_sd']:.1f})")

@@ -200,10 +200,8 @@ def train(objective: Objective, data, options: TrainOptions | None = None, start
         stateful["parameter_average"] = average
         callbacks.insert(0, average)  # first: the other callbacks see averaged_steps in the record
     schedulers = {name: make_lr_scheduler(optimizer, options.lr_schedule, options.steps, options.lr_end_factor)
-                  for name, optimizer in optimizers.items()}
-    schedulers = {name: scheduler for name, scheduler in schedulers.items() if scheduler is not None}
-    if schedulers:
-        stateful.update({f"lr_schedule:{name}": scheduler for name, scheduler in schedulers.items()})
+                  for name, optimizer in optimizers.items() if options.lr_schedule != "constant"}
+    stateful.update({f"lr_schedule:{name}": scheduler for name, scheduler in schedulers.items()})
     trainer = Trainer(
         modules=modules,
         optimizers=optimizers,

@@ -5,7 +5,8 @@ step however close it is to the optimum: where the gradient is an estimate (ALWS
 regression, a baseline's Monte Carlo objective) the iterates then wander around the optimum at
 that scale rather than settle on it. A step that decays to a small fraction of ``lr`` by the last
 step lets them settle (Robbins and Monro's condition, in the finite-horizon form that deep
-learning uses). The schedule is a function of the step only, applied by PyTorch's
+learning uses), where the estimate's mean vanishes: at the optimum only where the estimate is
+unbiased (on Hodgkin-Huxley it is not, far from the truth: docs/results.md, V.1). The schedule is a function of the step only, applied by PyTorch's
 ``torch.optim.lr_scheduler.LambdaLR``; its state is checkpointed with the run, so a resumed run
 takes the same steps as an uninterrupted one.
 """
