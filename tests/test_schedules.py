@@ -119,3 +119,13 @@ def test_the_rate_is_a_function_of_the_step_even_from_a_schedule_left_behind():
     assert scheduled(None, 1)["lr"] == pytest.approx(1.0)
     assert scheduled(None, 5)["lr"] == pytest.approx(0.6)  # steps 2-4 skipped: caught up
     assert scheduled(None, 11)["lr"] == pytest.approx(0.0)
+
+
+def test_a_scheduled_run_stopped_before_its_horizon_warns_with_the_rate_it_reached():
+    def stop(step, record):
+        if step == 5:
+            raise alws.StopTraining
+
+    with pytest.warns(UserWarning, match=r"spans 12 steps, but training stopped at step 5 .* rate at 0\.0318 \(lr 0\.05\)"):
+        _, history, _ = train(lr_schedule="linear", lr_end_factor=0.0, callbacks=[stop])
+    assert len(history) == 5

@@ -56,8 +56,8 @@ class TrainOptions:
             ``"constant"`` (default), ``"cosine"`` or ``"linear"`` from ``lr`` at the first step to
             ``lr * lr_end_factor`` (default 0.01) at step ``steps``, for every optimiser of the
             method; each step's record has its ``lr``. The horizon is ``steps``, so a run stopped
-            early by ``max_seconds`` ends before the rate has decayed, and a scheduled run resumes
-            only with the same ``steps``.
+            early by ``max_seconds`` ends before the rate has decayed (and warns), and a scheduled
+            run resumes only with the same ``steps``.
     """
 
     steps: int = 1000
@@ -219,6 +219,11 @@ def train(objective: Objective, data, options: TrainOptions | None = None, start
     )
     step = lambda batch, index: objective.step(batch, trainer)  # noqa: E731
     history = trainer.run(_scheduled(step, schedulers) if schedulers else step, options.steps)
+    if schedulers and trainer.step < options.steps:
+        rate = history[-1].get("lr", history[-1].get(f"lr_{next(iter(schedulers))}")) if history else options.lr
+        warnings.warn(f"lr_schedule={options.lr_schedule!r} spans {options.steps} steps, but training stopped at step {trainer.step} "
+                      f"(a time budget or a callback), with the rate at {rate:.3g} (lr {options.lr:.3g}): it had not decayed to "
+                      f"lr * lr_end_factor; set steps to the number the budget allows", stacklevel=2)
     if average is not None and not average.apply():  # the checkpoint keeps the last iterate and the mean
         warnings.warn(f"average_from={options.average_from} was not reached: training stopped at step {trainer.step} "
                       f"(a time budget or a callback), so the parameters are the last iterate, not an average", stacklevel=2)
