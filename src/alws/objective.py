@@ -220,7 +220,7 @@ def train(objective: Objective, data, options: TrainOptions | None = None, start
     step = lambda batch, index: objective.step(batch, trainer)  # noqa: E731
     history = trainer.run(_scheduled(step, schedulers) if schedulers else step, options.steps)
     if schedulers and trainer.step < options.steps:
-        rate = history[-1].get("lr", history[-1].get(f"lr_{next(iter(schedulers))}")) if history else options.lr
+        rate = next(iter(schedulers.values())).get_last_lr()[0]  # the rate of the last step taken
         warnings.warn(f"lr_schedule={options.lr_schedule!r} spans {options.steps} steps, but training stopped at step {trainer.step} "
                       f"(a time budget or a callback), with the rate at {rate:.3g} (lr {options.lr:.3g}): it had not decayed to "
                       f"lr * lr_end_factor; set steps to the number the budget allows", stacklevel=2)
