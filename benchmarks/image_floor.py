@@ -11,7 +11,20 @@ by FID on 1000 samples every ``--every`` steps up to ``--steps``:
   proposal). No weighting of the step's sleep latents can say more about ``x*_b`` than this; it is
   an oracle for the question "is the kernel regression what holds the generator back, or the
   latents it has to work with?", not a method (its effective sample size is recorded: near 1);
-- ``vae``: the VAE baseline with the experiment's learning rate.
+- ``vae``: the VAE baseline with the experiment's learning rate;
+- ``anchored-oracle``, ``alws-anchored``, ``alws-anchored-plain``: sleep latents drawn near each
+  wake point's remembered latent. Every training image keeps one latent (a memory, started at a
+  prior draw); after each step it becomes the step's sleep latent with the largest
+  ``log p(z_n, x*_b)``. Each step draws ``--prior-share`` of its ``N`` sleep latents from the prior
+  and the rest as ``m_b + spread * e`` around the memories ``m_b`` of the wake batch (``e``
+  standard normal; one of them is ``m_b`` itself), so the sleep samples come from the defensive
+  mixture ``q(z) = share * p(z) + (1 - share) * mean_b N(z; m_b, spread^2 I)`` and reach the data's
+  posteriors. The three differ in the weights of a wake point over them:
+  ``anchored-oracle`` the exact importance weights ``softmax_n(log p(z_n, x*_b) - log q(z_n))``
+  (an oracle, as above); ``alws-anchored`` ALWS's bounded kernel ridge weights (a regression on
+  samples from ``q``) times the ratios ``p(z_n) / q(z_n)``, cut at zero and renormalised per
+  point (consistent for ``E_p[. | x*]``); ``alws-anchored-plain`` the kernel weights alone (the
+  regression's posterior under ``q``: biased toward the memories).
 
 At the end of each: the decoder's entropy per image (nats; ``model.likelihood(z).entropy()`` over
 1000 prior latents: how uncertain the generator is about its pixels; the samples the FID scores
@@ -21,7 +34,7 @@ are drawn from it), the mean time per step and, for the two ALWS runs, the media
 targets' mean).
 
     python benchmarks/image_floor.py [--seed 0] [--steps 600] [--every 100] [--methods alws alws-importance vae]
-                                     [--set n_sleep=3000] [--name NAME]
+                                     [--set n_sleep=3000] [--spread 0.1] [--prior-share 0.5] [--name NAME]
 
 Writes ``results/image_floor_NAME.json`` (``NAME`` defaults to dataset and seed).
 """
@@ -29,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import statistics
 import time
 
@@ -46,6 +60,7 @@ from common import parse_sets, write
 from fid_over_training import image_run
 
 METHODS = ("alws", "alws-importance", "vae")
+ANCHORED = ("anchored-oracle", "alws-anchored", "alws-anchored-plain")
 
 
 def point_ess(weights: torch.Tensor) -> float:
@@ -93,7 +108,67 @@ class ImportanceObjective(ALWSObjective):
     learner_class = ImportanceWeights
 
 
-def train(method: str, seed: int, sets: list[str], steps: int, every: int) -> dict:
+class AnchoredSleep(RecordedWeights):
+    """:class:`alws.ALWS` whose step draws its sleep latents from the defensive mixture around the
+    wake batch's remembered latents (see the module docstring). ``memory [M, d]`` holds one latent
+    per training image; ``index`` maps an image's bytes to its row (the step sees only the images).
+    Kernel learning and selection draw their own samples from the prior, as in :class:`alws.ALWS`."""
+
+    mode, spread, prior_share = "oracle", 0.1, 0.5
+    memory: torch.Tensor
+    index: dict
+
+    def prepare(self, x_wake):
+        rows = x_wake.reshape(x_wake.shape[0], -1).to(torch.uint8).cpu().numpy()
+        self.wake_rows = torch.tensor([self.index[row.tobytes()] for row in rows])
+        return super().prepare(x_wake)
+
+    def sleep(self, n=None):
+        if n is not None:  # kernel learning's and the selection's own draws: from the model
+            return super().sleep(n)
+        anchors = self.memory[self.wake_rows]  # [B, d]
+        batch, dim = anchors.shape
+        per_point = max(1, round(self.n_sleep * (1 - self.prior_share) / batch))
+        n_prior = self.n_sleep - per_point * batch
+        if n_prior < 1:
+            raise ConfigError(f"n_sleep={self.n_sleep} leaves no prior draws beside {per_point} per wake point")
+        noise = torch.randn(batch, per_point, dim)
+        noise[:, 0] = 0.0
+        z = torch.cat([torch.randn(n_prior, dim), (anchors[:, None] + self.spread * noise).reshape(-1, dim)])
+        log_prior = -0.5 * z.pow(2).sum(1) - 0.5 * dim * math.log(2 * math.pi)
+        near = -0.5 * (z[:, None] - anchors[None]).pow(2).sum(-1) / self.spread ** 2 - 0.5 * dim * math.log(2 * math.pi * self.spread ** 2)
+        share = n_prior / self.n_sleep
+        log_q = torch.logaddexp(math.log(share) + log_prior, math.log(1 - share) + torch.logsumexp(near, 1) - math.log(batch))
+        self.log_ratio, self.z_sleep = (log_prior - log_q).double(), z
+        with torch.no_grad():
+            return z, self.model.likelihood(z).sample()
+
+    def wake_weights(self, phi_wake, record=None, table=None):
+        self.memory[self.wake_rows] = self.z_sleep[table.argmax(0)]  # table: log p(z_n, x*_b) + const
+        if self.mode == "oracle":
+            weights = torch.softmax(table.double() + self.log_ratio[:, None], 0)
+        else:
+            weights = ALWS.wake_weights(self, phi_wake, record, table)
+            if self.mode == "ratio":
+                weights = weights.clamp_min(0.0) * self.log_ratio.exp()[:, None]
+                weights = weights / weights.sum(0, keepdim=True).clamp_min(1e-300)
+        if record is not None:
+            record["point_ess"] = point_ess(weights)
+        return weights
+
+
+def anchored_objective(method: str, data: torch.Tensor, latent_dim: int, spread: float, prior_share: float) -> type:
+    """The :class:`ALWSObjective` of an anchored ``method``, with a fresh memory for ``data``."""
+    rows = data.reshape(data.shape[0], -1).to(torch.uint8).numpy()
+    learner = type("Anchored", (AnchoredSleep,), {
+        "mode": {"anchored-oracle": "oracle", "alws-anchored": "ratio", "alws-anchored-plain": "plain"}[method],
+        "spread": spread, "prior_share": prior_share, "memory": torch.randn(data.shape[0], latent_dim),
+        "index": {row.tobytes(): i for i, row in enumerate(rows)},
+    })
+    return type("AnchoredObjective", (ALWSObjective,), {"learner_class": learner})
+
+
+def train(method: str, seed: int, sets: list[str], steps: int, every: int, spread: float = 0.1, prior_share: float = 0.5) -> dict:
     run = image_run(seed, sets)
     config, model = run.config, run.model
     scores, clock = [], {"trained": 0.0, "since": time.perf_counter()}
@@ -113,9 +188,15 @@ def train(method: str, seed: int, sets: list[str], steps: int, every: int) -> di
     if method == "vae":
         history = baselines.fit("vae", model, run.train.images, options)
     else:
-        if method == "alws-importance":
+        if method in ("alws-importance", *ANCHORED):
             fit_options["weights"] = "bounded"  # the learner computes the table of log-likelihoods for it
-        objective = (RecordedObjective if method == "alws" else ImportanceObjective)(model, **fit_options)
+        if method in ANCHORED:
+            if run.likelihood != "bernoulli":
+                raise ConfigError(f"{method} keys its memory by the images' bytes: binary images only")
+            objective_class = anchored_objective(method, run.train.images, config.latent_dim, spread, prior_share)
+        else:
+            objective_class = RecordedObjective if method == "alws" else ImportanceObjective
+        objective = objective_class(model, **fit_options)
         history = alws.fit(objective, run.train.images, options)
     with torch.no_grad(), seeded(20_000 + seed):
         z = model.prior(1000).sample()
@@ -136,16 +217,21 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--every", type=int, default=100)
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS + ANCHORED)
+    parser.add_argument("--spread", type=float, default=0.1, help="anchored methods: sd of the sleep latents around a memory")
+    parser.add_argument("--prior-share", type=float, default=0.5, help="anchored methods: share of sleep latents from the prior")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=JSON", help="an images-experiment config key")
     parser.add_argument("--name", default=None)
     args = parser.parse_args()
     if args.every < 1 or args.steps < args.every:
         parser.error("--every must be >= 1 and --steps >= --every")
-    results = {method: train(method, args.seed, args.set, args.steps, args.every) for method in args.methods}
+    if not (args.spread > 0 and 0 < args.prior_share < 1):
+        parser.error("--spread must be > 0 and --prior-share in (0, 1)")
+    results = {method: train(method, args.seed, args.set, args.steps, args.every, args.spread, args.prior_share) for method in args.methods}
     dataset = dataclasses.replace(images.Config(seed=args.seed), **parse_sets(args.set)).dataset
     name = args.name or f"{dataset}_seed{args.seed}"
-    write(f"image_floor_{name}", {"seed": args.seed, "steps": args.steps, "every": args.every, "sets": args.set, "methods": results})
+    anchored = {"spread": args.spread, "prior_share": args.prior_share} if set(args.methods) & set(ANCHORED) else {}
+    write(f"image_floor_{name}", {"seed": args.seed, "steps": args.steps, "every": args.every, "sets": args.set, **anchored, "methods": results})
     for method, r in results.items():
         print(f"{method:16s} FID at step {args.steps}: {r['last_fid']:.3f}  entropy/image {r['entropy_per_image']:.1f} nats  "
               f"{1000 * r['seconds_per_step']:.0f} ms/step")
