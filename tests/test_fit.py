@@ -71,6 +71,55 @@ def test_an_unseen_count_model_reaches_the_true_likelihood_with_the_default_opti
     assert history[-1]["path"] == "exponential-family" and math.isfinite(history[-1]["kernel_error"])
 
 
+
+class CountMixture(torch.nn.Module):
+    """A discrete latent in a dict, ``{"k": k}``, ``k ~ Categorical(pi)`` over three rates, and
+    ``x [6] ~ Poisson(rate_k)`` stored as int64: only ``sample`` and ``log_joint``, so the plain
+    path; the marginal is exact by enumeration."""
+
+    def __init__(self, logits, log_rates):
+        super().__init__()
+        self.logits = torch.nn.Parameter(torch.tensor(logits))
+        self.log_rates = torch.nn.Parameter(torch.tensor(log_rates))
+
+    def sample(self, n):
+        k = torch.distributions.Categorical(logits=self.logits).sample((n,))
+        return {"k": k}, torch.poisson(self.log_rates.exp()[k][:, None].expand(n, 6)).long()
+
+    def log_joint(self, z, x):
+        k = z["k"]
+        log_lik = torch.distributions.Poisson(self.log_rates.exp()[k][:, None]).log_prob(x.double()).sum(1)
+        return torch.distributions.Categorical(logits=self.logits).log_prob(k) + log_lik
+
+    def log_marginal(self, x):
+        per_class = torch.distributions.Poisson(self.log_rates.exp()[None, :, None]).log_prob(x.double()[:, None]).sum(-1)
+        return torch.logsumexp(per_class + torch.log_softmax(self.logits, 0), 1)
+
+
+def test_a_discrete_latent_in_a_dict_with_integer_counts_reaches_the_maximum_likelihood():
+    """From 6.1 nats per point below, the default options end within 0.02 of the exact maximum
+    (found by Adam on the enumerated marginal; measured 0.0015 at 400 steps, 0.74 at 30)."""
+    torch.manual_seed(0)
+    truth = CountMixture([0.3, 0.0, -0.3], [-0.5, 1.0, 2.2]).double()
+    with torch.no_grad():
+        _, data = truth.sample(600)
+    assert data.dtype == torch.int64
+    reference = CountMixture([0.3, 0.0, -0.3], [-0.5, 1.0, 2.2]).double()
+    optimiser = torch.optim.Adam(reference.parameters(), lr=0.02)
+    for _ in range(1500):
+        optimiser.zero_grad()
+        (-reference.log_marginal(data).mean()).backward()
+        optimiser.step()
+    model = CountMixture([0.0, 0.0, 0.0], [0.0, 0.5, 1.0]).double()
+    with torch.no_grad():
+        best, start = float(reference.log_marginal(data).mean()), float(model.log_marginal(data).mean())
+    history = alws.fit(model, data, steps=400, n_sleep=500, lr=0.03, seed=0, progress=False)
+    with torch.no_grad():
+        end = float(model.log_marginal(data).mean())
+    assert best - start > 5.0
+    assert best - end < 0.02
+    assert history[-1]["path"] == "log-joint"
+
 def run(tmp_path, steps, interrupt_at=None, resume=False, regression="exact"):
     torch.manual_seed(1)
     model = LinearGaussian(3, 1)

@@ -89,8 +89,12 @@ def test_binary_images_take_the_binary_selection_unless_it_is_set():
     assert not {"bandwidth_grid", "ridge_grid", "weights"} & set(gaussian)  # the library's selection and weights
     explicit = alws_fit_options(Config(bandwidth_grid=[0.5, 1.0], ridge_grid=[0.01], weights="krr", regression="rff"), "bernoulli")
     assert (explicit["bandwidth_grid"], explicit["ridge_grid"], explicit["weights"]) == ((0.5, 1.0), (0.01,), "krr")
-    # the regression: exact up to 4096 sleep samples for binary images ("auto"), random features otherwise, unless set
-    assert (binary["regression"], gaussian["regression"], explicit["regression"]) == ("auto", "rff", "rff")
+    # the regression: the library's "auto" (exact up to 4096 sleep samples) for every image, unless set
+    assert (binary["regression"], gaussian["regression"], explicit["regression"]) == ("auto", "auto", "rff")
+    # a run that recorded regression=None (before that default) resumes with what it had: random features for Gaussian images
+    recorded = [alws_fit_options(Config(n_sleep=700, regression=None), likelihood)["regression"] for likelihood in ("bernoulli", "gaussian")]
+    assert recorded == ["auto", "rff"]
+    assert ALWS(ImageModel((1, 8, 8), latent_dim=3, likelihood="gaussian", hidden=16), n_sleep=700, regression="auto").backend == "exact"
     assert ALWS(ImageModel((1, 8, 8), latent_dim=3, likelihood="bernoulli", hidden=16), n_sleep=700, regression="auto").backend == "exact"
     assert ALWS(ImageModel((1, 8, 8), latent_dim=3, likelihood="bernoulli", hidden=16), n_sleep=5000, regression="auto").backend == "rff"
     model = ImageModel((1, 8, 8), latent_dim=3, likelihood="bernoulli", hidden=16)
