@@ -92,8 +92,10 @@ def test_binary_images_take_the_binary_selection_unless_it_is_set():
     # the regression: the library's "auto" (exact up to 4096 sleep samples) for every image, unless set
     assert (binary["regression"], gaussian["regression"], explicit["regression"]) == ("auto", "auto", "rff")
     # a run that recorded regression=None (before that default) resumes with what it had: random features for Gaussian images
-    recorded = [alws_fit_options(Config(n_sleep=700, regression=None), likelihood)["regression"] for likelihood in ("bernoulli", "gaussian")]
-    assert recorded == ["auto", "rff"]
+    from alws.experiments.base import config_of_run, load_experiment
+
+    recorded = config_of_run(load_experiment("images"), {"dataset": "mnist", "regression": None}, "config.json")
+    assert [alws_fit_options(recorded, likelihood)["regression"] for likelihood in ("bernoulli", "gaussian")] == ["auto", "rff"]
     assert ALWS(ImageModel((1, 8, 8), latent_dim=3, likelihood="gaussian", hidden=16), n_sleep=700, regression="auto").backend == "exact"
     assert ALWS(ImageModel((1, 8, 8), latent_dim=3, likelihood="bernoulli", hidden=16), n_sleep=700, regression="auto").backend == "exact"
     assert ALWS(ImageModel((1, 8, 8), latent_dim=3, likelihood="bernoulli", hidden=16), n_sleep=5000, regression="auto").backend == "rff"
