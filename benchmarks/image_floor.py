@@ -108,7 +108,7 @@ class ImportanceObjective(ALWSObjective):
     learner_class = ImportanceWeights
 
 
-class AnchoredSleep(RecordedWeights):
+class AnchoredSleep(ALWS):
     """:class:`alws.ALWS` whose step draws its sleep latents from the defensive mixture around the
     wake batch's remembered latents (see the module docstring). ``memory [M, d]`` holds one latent
     per training image; ``index`` maps an image's bytes to its row (the step sees only the images).
@@ -148,7 +148,7 @@ class AnchoredSleep(RecordedWeights):
         if self.mode == "oracle":
             weights = torch.softmax(table.double() + self.log_ratio[:, None], 0)
         else:
-            weights = ALWS.wake_weights(self, phi_wake, record, table)
+            weights = super().wake_weights(phi_wake, record, table)
             if self.mode == "ratio":
                 weights = weights.clamp_min(0.0) * self.log_ratio.exp()[:, None]
                 weights = weights / weights.sum(0, keepdim=True).clamp_min(1e-300)
